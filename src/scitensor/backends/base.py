@@ -1,0 +1,118 @@
+"""The backend interface: every primitive an op may call (the seed's TensorOps / TensorOpsIO).
+
+A backend works on raw arrays (``numpy.ndarray`` on the CPU, ``cupy.ndarray`` on CUDA); it
+knows nothing of Tensors or gradients. Ops in :mod:`scitensor.ops` compute values with these
+primitives and express their pullbacks with other ops.
+
+Conventions shared by every primitive:
+
+- ``dtype`` arguments are :class:`scitensor.dtypes.DType` objects;
+- ``axes`` is a tuple of non-negative axis numbers (already normalised by the op);
+- binary primitives get two arrays of the same dtype, or an array and a scalar already
+  converted with :meth:`Backend.scalar`; broadcasting follows NumPy;
+- a primitive never modifies its inputs, except the ones named ``*_inplace`` / ``setitem`` /
+  ``add_at``, which modify their first argument and return nothing.
+
+:class:`scitensor.backends.xp.ArrayBackend` implements all of it once against the NumPy API
+(``xp`` = ``numpy`` or ``cupy``); a backend overrides what it does better (CUDA: cuBLASLt
+matmul, its own kernels, Philox random numbers on the device).
+"""
+
+from __future__ import annotations
+
+PRIMITIVES = {
+    "io": ["asarray", "to_numpy", "from_dlpack", "scalar", "empty", "zeros", "full", "arange",
+           "linspace", "eye", "astype", "copy", "synchronize"],
+    "random": ["uniform", "normal", "randint", "bernoulli_mask"],
+    "unary": ["neg", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "sign", "sin",
+              "cos", "tanh", "sigmoid", "relu", "gelu_tanh", "gelu_erf", "erf", "silu",
+              "softplus", "logical_not", "isnan", "isinf", "isfinite", "floor", "ceil",
+              "round", "square", "reciprocal"],
+    "binary": ["add", "sub", "mul", "div", "floordiv", "mod", "pow", "maximum", "minimum",
+               "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor"],
+    "ternary": ["where", "clip"],
+    "reduction": ["sum", "prod", "max", "min", "argmax", "argmin", "logsumexp", "softmax",
+                  "log_softmax", "any", "all", "cumsum"],
+    "shape": ["reshape", "transpose", "broadcast_to", "concatenate", "stack", "split", "pad",
+              "flip", "repeat", "tile", "ascontiguous"],
+    "indexing": ["getitem", "setitem", "add_at", "take_along_axis", "index_add",
+                 "scatter_add", "one_hot", "sort", "argsort"],
+    "linalg": ["matmul"],
+}
+
+
+class Backend:
+    """Documented list of the primitives every backend implements.
+
+    Each method below raises ``NotImplementedError`` here; ``ArrayBackend`` implements them.
+    ``name`` is ``"cpu"`` or ``"cuda"``; ``device`` is the :class:`~scitensor.Device` served.
+    """
+
+    name: str = "abstract"
+
+    # ---- IO and creation -------------------------------------------------------------
+    def asarray(self, obj, dtype):
+        """Python data or a host (NumPy) array -> a backend array of ``dtype``."""
+        raise NotImplementedError
+
+    def to_numpy(self, a):
+        """Backend array -> host ``numpy.ndarray`` (waits for pending work)."""
+        raise NotImplementedError
+
+    def from_dlpack(self, obj):
+        """Zero-copy import of a DLPack-capable object living on this backend's device."""
+        raise NotImplementedError
+
+    def scalar(self, value, dtype):
+        """Python number -> the scalar form binary primitives accept for ``dtype``."""
+        raise NotImplementedError
+
+    def empty(self, shape, dtype):
+        raise NotImplementedError
+
+    def zeros(self, shape, dtype):
+        raise NotImplementedError
+
+    def full(self, shape, value, dtype):
+        raise NotImplementedError
+
+    def arange(self, start, stop, step, dtype):
+        raise NotImplementedError
+
+    def linspace(self, start, stop, num, dtype):
+        raise NotImplementedError
+
+    def eye(self, n, m, dtype):
+        raise NotImplementedError
+
+    def astype(self, a, dtype):
+        """Cast to ``dtype`` (returns a new array; the input when it already has it)."""
+        raise NotImplementedError
+
+    def copy(self, a):
+        raise NotImplementedError
+
+    def synchronize(self):
+        """Wait for every queued operation on the device."""
+        raise NotImplementedError
+
+    # ---- random (counter-based: the same (seed, offset) gives the same numbers) --------
+    def uniform(self, shape, dtype, seed, offset):
+        """U[0, 1) numbers from Philox4x32-10 at key ``seed``, counter ``offset``."""
+        raise NotImplementedError
+
+    def normal(self, shape, dtype, seed, offset):
+        """Standard normal numbers (Box-Muller over Philox)."""
+        raise NotImplementedError
+
+    def randint(self, low, high, shape, dtype, seed, offset):
+        raise NotImplementedError
+
+    def bernoulli_mask(self, shape, p_keep, seed, offset):
+        """Boolean array, True with probability ``p_keep`` (dropout masks)."""
+        raise NotImplementedError
+
+    # ---- matrix product ---------------------------------------------------------------
+    def matmul(self, a, b):
+        """Batched, broadcasting matrix product of arrays with ndim >= 2 (float dtypes)."""
+        raise NotImplementedError

@@ -1,0 +1,160 @@
+"""Helpers shared by every op: operand coercion, device checks, axis normalisation.
+
+The op pattern (design §4): compute the value with ``backend.<primitive>`` on raw arrays and
+hand :func:`make_result` the parents and a pullback ``(g, out) -> cotangents`` written with ops.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import dtypes as dt
+from ..autodiff.mode import GRAD_ENABLED
+from ..runtime import SYNC_EVERY_OP
+from ..tensor import Tensor, make_result, wrap
+
+__all__ = ["GRAD_ENABLED", "Tensor", "as_tensor", "differentiable", "make_result",
+           "norm_axes", "norm_axis", "operands", "wrap"]
+
+_SCALAR_TYPES = (int, float, bool, np.number, np.bool_)
+
+
+def describe(x) -> str:
+    if isinstance(x, Tensor):
+        return f"Tensor(shape={x.shape}, dtype={x.dtype.name}, device={x.device})"
+    return f"{type(x).__name__} {x!r:.40}"
+
+
+def device_mismatch(op: str, a: Tensor, b: Tensor) -> ValueError:
+    return ValueError(
+        f"{op}: operands are on different devices ({a.device} and {b.device}); move one with "
+        f".to({str(a.device)!r}) — scitensor never copies between devices implicitly")
+
+
+def operands(op: str, a, b):
+    """Coerce a binary op's operands: ``(ta, tb, xa, xb, device)``.
+
+    ``ta``/``tb`` are the tensor operands (``None`` for a Python scalar); ``xa``/``xb`` the raw
+    operands cast to the common dtype (scalars converted with ``backend.scalar``).
+    """
+    if isinstance(a, Tensor):
+        dev = a.device
+        if isinstance(b, Tensor):
+            if b.device is not dev:
+                raise device_mismatch(op, a, b)
+            xa, xb = a.data, b.data
+            if xa.dtype != xb.dtype:
+                d = dt._promote(a.dtype, b.dtype)
+                be = dev.backend
+                if xa.dtype != d.np:
+                    xa = be.astype(xa, d)
+                if xb.dtype != d.np:
+                    xb = be.astype(xb, d)
+            return a, b, xa, xb, dev
+        if isinstance(b, _SCALAR_TYPES):
+            d = dt.result_type(a, b)
+            be = dev.backend
+            xa = a.data if a.data.dtype == d.np else be.astype(a.data, d)
+            return a, None, xa, be.scalar(b, d), dev
+        raise TypeError(f"{op}: unsupported operand {describe(b)}; combine tensors with "
+                        "tensors or Python numbers (wrap arrays with st.tensor(...))")
+    if isinstance(b, Tensor):
+        if isinstance(a, _SCALAR_TYPES):
+            dev = b.device
+            d = dt.result_type(b, a)
+            be = dev.backend
+            xb = b.data if b.data.dtype == d.np else be.astype(b.data, d)
+            return None, b, be.scalar(a, d), xb, dev
+        raise TypeError(f"{op}: unsupported operand {describe(a)}; combine tensors with "
+                        "tensors or Python numbers (wrap arrays with st.tensor(...))")
+    raise TypeError(f"{op}: expected at least one Tensor, got {describe(a)} and {describe(b)}")
+
+
+def as_tensor(x, op: str, like: Tensor | None = None) -> Tensor:
+    """Accept a Tensor (returned as is) or a Python number/sequence (made on ``like``'s device)."""
+    if isinstance(x, Tensor):
+        return x
+    from ..creation import tensor
+
+    if like is not None:
+        dtype = dt.result_type(like, x) if isinstance(x, _SCALAR_TYPES) else None
+        return tensor(x, dtype=dtype, device=like.device)
+    if isinstance(x, _SCALAR_TYPES | list | tuple | np.ndarray):
+        return tensor(x)
+    raise TypeError(f"{op}: expected a Tensor, got {describe(x)}")
+
+
+def check_tensor(x, op: str, name: str = "input") -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: {name} must be a Tensor, got {describe(x)}")
+    return x
+
+
+def norm_axis(axis, ndim: int, op: str) -> int:
+    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+        raise TypeError(f"{op}: axis must be an int, got {type(axis).__name__}")
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
+        raise IndexError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
+                         f"dimension(s) (valid: {-max(ndim, 1)}..{max(ndim, 1) - 1})")
+    return axis % max(ndim, 1)
+
+
+def norm_axes(axis, ndim: int, op: str) -> tuple[int, ...]:
+    """``None`` -> all axes; an int or a sequence -> sorted unique non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
+        if ndim == 0 and axis in (0, -1):
+            return ()
+        return (norm_axis(axis, ndim, op),)
+    axes = tuple(norm_axis(a, ndim, op) for a in axis)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{op}: repeated axis in {tuple(axis)}")
+    return tuple(sorted(axes))
+
+
+def sync_if_requested(device) -> None:
+    """In sync-every-op mode, wait for the device after an op (no-op on the CPU)."""
+    if SYNC_EVERY_OP[0] and device.type != "cpu":
+        device.backend.synchronize()
+
+
+def differentiable(fn):
+    """Decorator for ops written as ``fn(*tensors, **static) -> (array, pullback)``.
+
+    Positional Tensor arguments are the op's parents (other positional arguments get no
+    cotangent); the decorator wraps the array into a Tensor on the first tensor's device and
+    records the node when a parent needs a gradient. The pullback has the signature
+    ``(g, out) -> tuple of cotangents`` aligned with the positional arguments.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.ops._core import differentiable
+        >>> @differentiable
+        ... def cube(x):
+        ...     y = x.backend.mul(x.backend.mul(x.data, x.data), x.data)
+        ...     return y, lambda g, out: (3 * x * x * g,)
+        >>> st.grad(lambda x: cube(x).sum())(st.tensor([2.0])).tolist()
+        [12.0]
+    """
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        dev = None
+        for a in args:
+            if isinstance(a, Tensor):
+                if dev is None:
+                    dev = a.device
+                elif a.device is not dev:
+                    raise ValueError(f"{fn.__name__}: tensors on different devices "
+                                     f"({dev} and {a.device}); move them to one device first")
+        if dev is None:
+            raise TypeError(f"{fn.__name__}: expected at least one Tensor argument")
+        data, pullback = fn(*args, **kwargs)
+        parents = tuple(a if isinstance(a, Tensor) else None for a in args)
+        return make_result(data, dev, parents, pullback)
+
+    return wrapper

@@ -1,0 +1,209 @@
+"""Reductions over any axes with ``keepdims``: sum, mean, var, std, max, min, argmax, argmin,
+logsumexp, softmax, log_softmax, any, all.
+
+``axis=None`` reduces over every axis; an int or a tuple selects axes (negative allowed).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import dtypes as dt
+from ._core import (
+    GRAD_ENABLED,
+    Tensor,
+    check_tensor,
+    make_result,
+    norm_axes,
+    norm_axis,
+    sync_if_requested,
+    wrap,
+)
+from .elementwise import div, eq, exp, mul, sqrt, sub
+
+__all__ = ["all", "any", "argmax", "argmin", "logsumexp", "log_softmax", "max", "mean", "min",
+           "softmax", "std", "sum", "var"]
+
+
+def _kept_shape(shape, axes):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+def _expand_back(g: Tensor, x_shape, axes, keepdims) -> Tensor:
+    """Broadcast a reduced cotangent back over the reduced axes of ``x``."""
+    if not keepdims:
+        g = g.reshape(_kept_shape(x_shape, axes))
+    return g.broadcast_to(x_shape)
+
+
+def _finish(data, x, pullback):
+    if pullback is not None and GRAD_ENABLED[0] and x.requires_grad:
+        out = make_result(data, x.device, (x,), pullback)
+    else:
+        out = wrap(data, x.device)
+    sync_if_requested(x.device)
+    return out
+
+
+def sum(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Sum over ``axis`` (all axes by default). Bool and int32 inputs sum to int64.
+
+    Example:
+        >>> import scitensor as st
+        >>> x = st.tensor([[1.0, 2.0], [3.0, 4.0]])
+        >>> st.sum(x, axis=1, keepdims=True).tolist()
+        [[3.0], [7.0]]
+    """
+    x = check_tensor(x, "sum")
+    axes = norm_axes(axis, x.ndim, "sum")
+    data = x.backend.sum(x.data, axes, keepdims)
+    shape = x.shape
+    return _finish(data, x, lambda g, out: (_expand_back(g, shape, axes, keepdims),))
+
+
+def mean(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Arithmetic mean over ``axis``; integer inputs give the default float dtype."""
+    x = check_tensor(x, "mean")
+    axes = norm_axes(axis, x.ndim, "mean")
+    n = math.prod(x.shape[a] for a in axes)
+    if not x.dtype.is_floating:
+        x = x.astype(dt.get_default_dtype())
+    return div(sum(x, axes, keepdims), n if n else float("nan"))
+
+
+def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Variance over ``axis`` with ``ddof`` delta degrees of freedom (two-pass, stable)."""
+    x = check_tensor(x, "var")
+    axes = norm_axes(axis, x.ndim, "var")
+    n = math.prod(x.shape[a] for a in axes)
+    if not x.dtype.is_floating:
+        x = x.astype(dt.get_default_dtype())
+    d = sub(x, mean(x, axes, keepdims=True))
+    denom = n - ddof
+    return div(sum(mul(d, d), axes, keepdims), denom if denom > 0 else float("nan"))
+
+
+def std(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
+    """Standard deviation: ``sqrt(var(x, axis, keepdims, ddof))``."""
+    return sqrt(var(x, axis, keepdims, ddof))
+
+
+def _extreme(name):
+    def op(x, axis=None, keepdims: bool = False) -> Tensor:
+        x = check_tensor(x, name)
+        axes = norm_axes(axis, x.ndim, name)
+        if x.size == 0 and any(x.shape[a] == 0 for a in axes):
+            raise ValueError(f"{name}: cannot reduce an empty axis of shape {x.shape}")
+        data = getattr(x.backend, name)(x.data, axes, keepdims)
+        shape = x.shape
+
+        def pullback(g, out):
+            # ties share the gradient equally
+            y = _expand_back(out, shape, axes, keepdims)
+            mask = eq(x, y).astype(g.dtype)
+            count = sum(mask, axes, keepdims=True)
+            return (mul(_expand_back(g, shape, axes, keepdims), div(mask, count)),)
+
+        return _finish(data, x, pullback if x.dtype.is_floating else None)
+
+    op.__name__ = name
+    op.__doc__ = (f"``{name}`` over ``axis``; ties share the gradient equally.\n\n"
+                  "    Example:\n        >>> import scitensor as st\n"
+                  f"        >>> st.{name}(st.tensor([[1, 5], [7, 2]]), axis=0).tolist()\n"
+                  f"        {[7, 5] if name == 'max' else [1, 2]}\n")
+    return op
+
+
+max = _extreme("max")
+min = _extreme("min")
+
+
+def _arg(name):
+    def op(x, axis=None, keepdims: bool = False) -> Tensor:
+        x = check_tensor(x, name)
+        if x.size == 0:
+            raise ValueError(f"{name}: empty tensor of shape {x.shape}")
+        if axis is None:
+            data = getattr(x.backend, name)(x.data.reshape(-1), 0, False)
+            if keepdims:
+                data = data.reshape((1,) * x.ndim)
+        else:
+            data = getattr(x.backend, name)(x.data, norm_axis(axis, x.ndim, name), keepdims)
+        return wrap(data, x.device)
+
+    op.__name__ = name
+    op.__doc__ = (f"Index of the first {name[3:]}imum along ``axis`` (of the flattened tensor "
+                  "when ``axis`` is None); int64, no gradient.")
+    return op
+
+
+argmax = _arg("argmax")
+argmin = _arg("argmin")
+
+
+def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
+    """``log(sum(exp(x)))`` over ``axis``, computed stably (max-shifted).
+
+    Example:
+        >>> import scitensor as st
+        >>> round(st.logsumexp(st.tensor([0.0, 0.0])).item(), 4)
+        0.6931
+    """
+    x = check_tensor(x, "logsumexp")
+    if not x.dtype.is_floating:
+        x = x.astype(dt.get_default_dtype())
+    axes = norm_axes(axis, x.ndim, "logsumexp")
+    data = x.backend.logsumexp(x.data, axes, keepdims)
+    shape = x.shape
+
+    def pullback(g, out):
+        y = _expand_back(out, shape, axes, keepdims)
+        return (mul(_expand_back(g, shape, axes, keepdims), exp(sub(x, y))),)
+
+    return _finish(data, x, pullback)
+
+
+def softmax(x, axis: int = -1) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``axis``, max-shifted for stability.
+
+    Example:
+        >>> import scitensor as st
+        >>> st.softmax(st.tensor([0.0, 0.0]), axis=-1).tolist()
+        [0.5, 0.5]
+    """
+    x = check_tensor(x, "softmax")
+    if not x.dtype.is_floating:
+        x = x.astype(dt.get_default_dtype())
+    ax = norm_axis(axis, x.ndim, "softmax")
+    data = x.backend.softmax(x.data, ax)
+
+    def pullback(g, y):
+        return (mul(y, sub(g, sum(mul(g, y), ax, keepdims=True))),)
+
+    return _finish(data, x, pullback)
+
+
+def log_softmax(x, axis: int = -1) -> Tensor:
+    """``x - logsumexp(x)`` along ``axis``."""
+    x = check_tensor(x, "log_softmax")
+    if not x.dtype.is_floating:
+        x = x.astype(dt.get_default_dtype())
+    ax = norm_axis(axis, x.ndim, "log_softmax")
+    data = x.backend.log_softmax(x.data, ax)
+
+    def pullback(g, y):
+        return (sub(g, mul(exp(y), sum(g, ax, keepdims=True))),)
+
+    return _finish(data, x, pullback)
+
+
+def any(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Whether any element along ``axis`` is non-zero (bool)."""
+    x = check_tensor(x, "any")
+    return wrap(x.backend.any(x.data, norm_axes(axis, x.ndim, "any"), keepdims), x.device)
+
+
+def all(x, axis=None, keepdims: bool = False) -> Tensor:
+    """Whether every element along ``axis`` is non-zero (bool)."""
+    x = check_tensor(x, "all")
+    return wrap(x.backend.all(x.data, norm_axes(axis, x.ndim, "all"), keepdims), x.device)
