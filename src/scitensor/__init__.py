@@ -8,7 +8,7 @@ Example:
     [2.0, 4.0, 6.0]
 """
 
-from . import dtypes
+from . import dtypes, gpu
 from ._version import __version__
 from .autodiff import (
     custom_vjp,
@@ -71,3 +71,5 @@ from .ops import *  # noqa: F403
 from .random import Generator, manual_seed
 from .runtime import HostSyncInCaptureError, get_sync_mode, set_sync_mode, sync_mode
 from .tensor import Tensor
+from .jit import jit
+from .serialization import CheckpointError, load, save

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["HostSyncInCaptureError", "check_host_sync", "get_sync_mode", "set_sync_mode",
-           "sync_mode"]
+__all__ = ["HostSyncInCaptureError", "check_host_sync", "get_sync_mode", "is_capturing",
+           "register_replay_hook", "set_sync_mode", "sync_mode"]
 
 # the name of the jit function being captured, or None; set by scitensor.jit
 CAPTURING: list = [None]
 SYNC_EVERY_OP = [False]
+# while capturing: the list of callables to run before every replay of the graph
+REPLAY_HOOKS: list = [None]
 
 
 class HostSyncInCaptureError(RuntimeError):
@@ -30,6 +32,22 @@ def check_host_sync(what: str) -> None:
             f"{what} inside scitensor.jit({fn}) needs the host to wait for the GPU, which a "
             "captured graph cannot do. Return the tensor from the function and read it after "
             "the call, or move the branch outside the jitted function")
+
+
+def is_capturing() -> bool:
+    """Whether a ``scitensor.jit`` capture is in progress."""
+    return CAPTURING[0] is not None
+
+
+def register_replay_hook(hook) -> None:
+    """During capture, run ``hook()`` before every replay of the graph being captured.
+
+    Captured code reads host values (a learning rate, a random-number offset) through device
+    buffers; the hook refreshes those buffers so replays see the current values.
+    """
+    hooks = REPLAY_HOOKS[0]
+    if hooks is not None:
+        hooks.append(hook)
 
 
 def set_sync_mode(enabled: bool) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: scitensor side by side with PyTorch."""
