@@ -15,7 +15,7 @@ import numpy as np
 
 from . import dtypes as dt
 from .device import Device, get_default_device
-from .random import default_generator
+from .random import Generator, default_generator
 from .tensor import Tensor, wrap
 
 __all__ = ["arange", "empty", "eye", "from_dlpack", "from_numpy", "full", "full_like",
@@ -50,7 +50,7 @@ def _finish(data, device: Device, requires_grad: bool, op: str) -> Tensor:
     return t
 
 
-def _infer_dtype(data) -> dt.DType:
+def _infer_dtype(data, op: str = "tensor") -> dt.DType:
     """dtype for Python data: bools -> bool, ints -> int64, floats -> default float."""
     if isinstance(data, bool | np.bool_):
         return dt.bool_
@@ -58,7 +58,11 @@ def _infer_dtype(data) -> dt.DType:
         return dt.int64
     if isinstance(data, numbers.Real):
         return dt.get_default_dtype()
-    arr = np.asarray(data)
+    try:
+        arr = np.asarray(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{op}: cannot make a tensor from this {type(data).__name__} (ragged "
+                         f"nested sequences or mixed types?): {e}") from None
     if arr.dtype == np.bool_:
         return dt.bool_
     if arr.dtype.kind in "iu":
@@ -66,16 +70,20 @@ def _infer_dtype(data) -> dt.DType:
     if arr.dtype.kind == "f" or arr.dtype == dt.bfloat16.np:
         return dt.get_default_dtype()
     if arr.dtype == object or arr.dtype.kind in "UOSc":
-        raise TypeError(f"tensor: cannot make a tensor from data of NumPy kind {arr.dtype} "
+        raise TypeError(f"{op}: cannot make a tensor from data of NumPy kind {arr.dtype} "
                         f"(first element: {arr.flat[0] if arr.size else None!r}); give numbers")
-    raise TypeError(f"tensor: unsupported data dtype {arr.dtype}")
+    raise TypeError(f"{op}: unsupported data dtype {arr.dtype}")
+
+
+_INT_NP = (np.dtype(np.int32), np.dtype(np.int64))
 
 
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Make a tensor from Python data, a NumPy array or another tensor (always copies).
 
     Python floats become the default float dtype (float32), ints int64, bools bool; NumPy
-    arrays keep their dtype (float64 stays float64) unless ``dtype`` is given.
+    arrays and NumPy scalars keep their dtype (float64 stays float64; unsigned integers become
+    int64) unless ``dtype`` is given.
 
     Args:
         data: nested lists of numbers, a scalar, a NumPy array, or a Tensor.
@@ -97,20 +105,25 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
         else:
             arr = dev.backend.astype(dev.backend.copy(src), d)
         return _finish(arr, dev, requires_grad, "tensor")
+    gpu_array = hasattr(data, "__cuda_array_interface__")
+    if gpu_array and dev.type != "cuda":  # a CuPy array for a CPU tensor: copy to the host
+        data = data.get() if hasattr(data, "get") else np.asarray(data)
+        gpu_array = False
     if dtype is None:
-        if isinstance(data, np.ndarray) and data.dtype != object:
-            d = dt.from_numpy_dtype(data.dtype.newbyteorder("=")) if data.dtype.kind != "u" \
-                else dt.int64
+        if (gpu_array or isinstance(data, np.ndarray | np.generic)) and data.dtype != object:
+            # int8/int16 and unsigned integers (uint8 images...) widen to int64
+            d = dt.int64 if data.dtype.kind in "iu" and data.dtype not in _INT_NP else \
+                dt.from_numpy_dtype(data.dtype.newbyteorder("="))
         else:
             d = _infer_dtype(data)
     else:
         d = dt.as_dtype(dtype)
-    if hasattr(data, "__cuda_array_interface__") and dev.type == "cuda":
+    if gpu_array:
         arr = dev.backend.astype(dev.backend.copy(dev.backend.xp.asarray(data)), d)
         return _finish(arr, dev, requires_grad, "tensor")
     try:
         host = np.array(data, dtype=d.np)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise TypeError(f"tensor: cannot convert {type(data).__name__} to a {d.name} tensor "
                         f"({e})") from None
     arr = host if dev.type == "cpu" else dev.backend.asarray(host, d)
@@ -203,7 +216,7 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
     """
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
-    d = _infer_dtype(fill_value) if dtype is None else dt.as_dtype(dtype)
+    d = _infer_dtype(fill_value, "full") if dtype is None else dt.as_dtype(dtype)
     dev = _device(device)
     return _finish(dev.backend.full(_shape(tuple(shape), "full"), fill_value, d), dev,
                    requires_grad, "full")
@@ -246,38 +259,48 @@ def eye(n: int, m: int | None = None, dtype=None, device=None) -> Tensor:
     return wrap(dev.backend.eye(n, m, _float_dtype(dtype)), dev)
 
 
-def _like(x: Tensor, dtype, device):
+def _like(x: Tensor, dtype, device, op: str):
     if not isinstance(x, Tensor):
-        raise TypeError(f"*_like: expected a Tensor, got {type(x).__name__}")
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
     return (x.shape, x.dtype if dtype is None else dt.as_dtype(dtype),
             x.device if device is None else Device(device))
 
 
 def zeros_like(x: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Zeros with ``x``'s shape, dtype and device (each overridable)."""
-    shape, d, dev = _like(x, dtype, device)
+    shape, d, dev = _like(x, dtype, device, "zeros_like")
     return _finish(dev.backend.zeros(shape, d), dev, requires_grad, "zeros_like")
 
 
 def ones_like(x: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Ones with ``x``'s shape, dtype and device (each overridable)."""
-    shape, d, dev = _like(x, dtype, device)
+    shape, d, dev = _like(x, dtype, device, "ones_like")
     return _finish(dev.backend.full(shape, 1, d), dev, requires_grad, "ones_like")
 
 
 def full_like(x: Tensor, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
     """``fill_value`` with ``x``'s shape, dtype and device (each overridable)."""
-    shape, d, dev = _like(x, dtype, device)
+    shape, d, dev = _like(x, dtype, device, "full_like")
     return _finish(dev.backend.full(shape, fill_value, d), dev, requires_grad, "full_like")
 
 
 def empty_like(x: Tensor, dtype=None, device=None) -> Tensor:
-    shape, d, dev = _like(x, dtype, device)
+    shape, d, dev = _like(x, dtype, device, "empty_like")
     return wrap(dev.backend.empty(shape, d), dev)
 
 
-def _gen(generator):
-    return default_generator if generator is None else generator
+def _gen(generator, op: str):
+    if generator is None:
+        return default_generator
+    if not isinstance(generator, Generator):
+        raise TypeError(f"{op}: generator must be a scitensor.Generator, got "
+                        f"{type(generator).__name__}")
+    return generator
+
+
+# the largest value below 1 in each low-precision dtype: rand rounds float32 draws to these
+# dtypes and must not round up to 1.0
+_BELOW_ONE = {dt.float16: 1 - 2.0**-11, dt.bfloat16: 1 - 2.0**-8}
 
 
 def rand(*shape, dtype=None, device=None, generator=None, requires_grad=False) -> Tensor:
@@ -293,8 +316,12 @@ def rand(*shape, dtype=None, device=None, generator=None, requires_grad=False) -
     if not d.is_floating:
         raise TypeError(f"rand: dtype must be floating, got {d}")
     dev = _device(device)
-    g = _gen(generator)
-    data = dev.backend.uniform(_shape(shape, "rand"), d, g.seed, g.next_offset())
+    g = _gen(generator, "rand")
+    be = dev.backend
+    data = be.uniform(_shape(shape, "rand"), d, g.seed, g.next_offset())
+    below_one = _BELOW_ONE.get(d)
+    if below_one is not None:
+        data = be.minimum(data, be.scalar(below_one, d))
     return _finish(data, dev, requires_grad, "rand")
 
 
@@ -304,7 +331,7 @@ def randn(*shape, dtype=None, device=None, generator=None, requires_grad=False) 
     if not d.is_floating:
         raise TypeError(f"randn: dtype must be floating, got {d}")
     dev = _device(device)
-    g = _gen(generator)
+    g = _gen(generator, "randn")
     data = dev.backend.normal(_shape(shape, "randn"), d, g.seed, g.next_offset())
     return _finish(data, dev, requires_grad, "randn")
 
@@ -321,24 +348,39 @@ def randint(low: int, high: int | None = None, size=(), dtype=None, device=None,
     """
     if high is None:
         low, high = 0, low
+    for name, v in (("low", low), ("high", high)):
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+            raise TypeError(f"randint: {name} must be an int, got {v!r}")
     if high <= low:
         raise ValueError(f"randint: need low < high, got low={low}, high={high}")
     d = dt.int64 if dtype is None else dt.as_dtype(dtype)
+    if d.is_bool:
+        lo_ok, hi_ok = 0, 2
+    elif d.is_integer:
+        info = np.iinfo(d.np)
+        lo_ok, hi_ok = int(info.min), int(info.max) + 1
+    else:
+        lo_ok, hi_ok = -(2**63), 2**63 - 1
+    if low < lo_ok or high > hi_ok:
+        raise ValueError(f"randint: [{low}, {high}) does not fit dtype {d.name} "
+                         f"(valid range [{lo_ok}, {hi_ok}))")
+    if high - low >= 2**64:
+        raise ValueError(f"randint: [{low}, {high}) spans more than 2**64 - 1 values")
     if isinstance(size, numbers.Integral):
         size = (size,)
     dev = _device(device)
-    g = _gen(generator)
+    g = _gen(generator, "randint")
     return wrap(dev.backend.randint(int(low), int(high), _shape(tuple(size), "randint"), d,
                                     g.seed, g.next_offset()), dev)
 
 
 def rand_like(x: Tensor, dtype=None, device=None, generator=None) -> Tensor:
-    shape, d, dev = _like(x, dtype, device)
+    shape, d, dev = _like(x, dtype, device, "rand_like")
     return rand(*shape, dtype=d, device=dev, generator=generator)
 
 
 def randn_like(x: Tensor, dtype=None, device=None, generator=None) -> Tensor:
-    shape, d, dev = _like(x, dtype, device)
+    shape, d, dev = _like(x, dtype, device, "randn_like")
     return randn(*shape, dtype=d, device=dev, generator=generator)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import threading
 
 __all__ = [
@@ -48,6 +49,10 @@ class Device:
     def __new__(cls, spec="cpu", index: int | None = None):
         if isinstance(spec, Device):
             return spec
+        if index is not None and type(index) is not int:
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+                raise TypeError(f"Device: index must be an int, got {index!r}")
+            index = int(index)
         key = (spec, index)
         dev = cls._cache.get(key)
         if dev is not None:
@@ -127,8 +132,15 @@ def get_default_device() -> Device:
 
 
 def set_default_device(device) -> None:
-    """Set the process-wide default device, e.g. ``st.set_default_device(st.best_device())``."""
-    _global_default[0] = Device(device)
+    """Set the process-wide default device, e.g. ``st.set_default_device(st.best_device())``.
+
+    Raises:
+        RuntimeError: if the device is not usable here (checked now rather than at the next
+            constructor).
+    """
+    dev = Device(device)
+    dev.backend  # noqa: B018 - fail now if the device cannot be used
+    _global_default[0] = dev
 
 
 @contextlib.contextmanager
@@ -143,6 +155,7 @@ def default_device(device):
         Device('cpu')
     """
     dev = Device(device)
+    dev.backend  # noqa: B018 - fail now if the device cannot be used
     stack = getattr(_state, "stack", None)
     if stack is None:
         stack = _state.stack = []

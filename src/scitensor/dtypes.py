@@ -151,6 +151,8 @@ def as_dtype(dtype) -> DType:
             raise TypeError(f"unknown dtype name {dtype!r}; expected one of "
                             f"{sorted(x.name for x in ALL_DTYPES)}")
         return d
+    if dtype is None:  # np.dtype(None) would silently mean float64
+        raise TypeError("as_dtype: dtype is None; give a dtype such as st.float32")
     if dtype is builtins.float:
         return get_default_dtype()
     if dtype is builtins.int:

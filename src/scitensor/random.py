@@ -6,8 +6,8 @@ run the same Philox4x32-10 stream). ``manual_seed`` reseeds the default generato
 
 Example:
     >>> import scitensor as st
-    >>> st.manual_seed(0); a = st.rand(3)
-    >>> st.manual_seed(0); b = st.rand(3)
+    >>> _ = st.manual_seed(0); a = st.rand(3)
+    >>> _ = st.manual_seed(0); b = st.rand(3)
     >>> bool((a == b).all())
     True
     >>> g = st.Generator(seed=42)

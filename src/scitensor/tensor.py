@@ -117,10 +117,25 @@ class Tensor:
         return self.numpy().tolist()
 
     def __array__(self, dtype=None, copy=None):
+        # NumPy 2 protocol: copy=True must return fresh memory, copy=False must not copy
         a = self.numpy()
-        if dtype is not None:
-            a = a.astype(dtype, copy=False)
+        needs_copy = self.device.type != "cpu" or (dtype is not None and a.dtype != dtype)
+        if copy is False and needs_copy:
+            raise ValueError(f"__array__(copy=False): a {self.dtype.name} tensor on "
+                             f"{self.device} cannot become a NumPy array"
+                             f"{'' if dtype is None else f' of dtype {np.dtype(dtype)}'} "
+                             "without a copy")
+        if dtype is not None and a.dtype != dtype:
+            return a.astype(dtype)
+        if copy and a is self.data:
+            return a.copy()
         return a
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        for i in range(self.data.shape[0]):
+            yield self[i]
 
     def __float__(self) -> float:
         return float(self.item())

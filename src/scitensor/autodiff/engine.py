@@ -40,21 +40,37 @@ def _topo_order(roots, stop_ids):
     return post
 
 
-def _reduce_to(g: Tensor, p: Tensor) -> Tensor:
-    """Sum a broadcast cotangent back to ``p``'s shape and cast it to ``p``'s dtype."""
-    from ..ops import reduction, transfer
+def _reduce_to(g: Tensor, p: Tensor, pullback) -> Tensor:
+    """Fit a cotangent to ``p``: sum a broadcast one back to ``p``'s shape (or broadcast a
+    smaller one up to it) and cast it to ``p``'s dtype."""
+    from ..ops import reduction, shape, transfer
 
+    if not isinstance(g, Tensor):
+        raise TypeError(f"backward: the pullback {_name(pullback)} returned a "
+                        f"{type(g).__name__} as a cotangent; pullbacks must return tensors")
     if g.shape != p.shape:
+        g_shape = g.shape
         lead = g.ndim - p.ndim
-        axes = tuple(range(lead)) + tuple(
-            i + lead for i, n in enumerate(p.shape) if n == 1 and g.shape[i + lead] != 1)
-        if axes:
-            g = reduction.sum(g, axis=axes, keepdims=True)
-        if lead or g.shape != p.shape:
-            g = g.reshape(p.shape)
+        if lead >= 0:
+            axes = tuple(range(lead)) + tuple(
+                i + lead for i, n in enumerate(p.shape) if n == 1 and g.shape[i + lead] != 1)
+            if axes:
+                g = reduction.sum(g, axis=axes, keepdims=True)
+            if lead:
+                g = g.reshape(g.shape[lead:])
+        if g.shape != p.shape:
+            try:
+                g = shape.broadcast_to(g, p.shape)
+            except ValueError:
+                raise ValueError(f"backward: the pullback {_name(pullback)} returned a cotangent "
+                                 f"of shape {g_shape} for an input of shape {p.shape}") from None
     if g.data.dtype != p.data.dtype:
         g = transfer.to(g, dtype=p.dtype)
     return g
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
@@ -67,6 +83,10 @@ def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
     for r, g in zip(roots, cotangents):
         k = id(r)
         grads[k] = g if k not in grads else grads[k] + g
+    # tensors handed out as a .grad or a result: pullbacks such as add's pass ``g`` through
+    # unchanged, so one object could become the gradient of two tensors (or be the caller's
+    # cotangent); such a second hand-out gets a copy, so in-place edits stay local
+    handed_out = {id(g) for g in cotangents}
     prev = GRAD_ENABLED[0]
     GRAD_ENABLED[0] = create_graph
     try:
@@ -76,20 +96,20 @@ def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
                 continue
             i = want.get(id(t))
             if i is not None:
-                results[i] = g
+                results[i] = _own(g, handed_out)
                 continue
             pullback = t._pullback
             if pullback is None or t._retains_grad:
                 if accumulate:
-                    t.grad = g if t.grad is None else t.grad + g
+                    t.grad = _own(g, handed_out) if t.grad is None else t.grad + g
                 if pullback is None:
                     continue
             cts = pullback(g, t)
             for p, c in zip(t._parents, cts):
                 if p is None or c is None or not p.requires_grad:
                     continue
-                if c.shape != p.shape or c.data.dtype != p.data.dtype:
-                    c = _reduce_to(c, p)
+                if type(c) is not Tensor or c.shape != p.shape or c.data.dtype != p.data.dtype:
+                    c = _reduce_to(c, p, pullback)
                 k = id(p)
                 prev_g = grads.get(k)
                 grads[k] = c if prev_g is None else prev_g + c
@@ -99,6 +119,18 @@ def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
     finally:
         GRAD_ENABLED[0] = prev
     return results
+
+
+def _own(g: Tensor, handed_out: set) -> Tensor:
+    """``g``, or a (differentiable) copy if that object was already handed out or is a
+    read-only view (the broadcast cotangent of a sum, say): gradients are writable arrays."""
+    # CuPy arrays have flags but no ``writeable`` (they are always writable)
+    if id(g) in handed_out or not getattr(getattr(g.data, "flags", None), "writeable", True):
+        from ..ops import transfer
+
+        g = transfer.to(g, copy=True)
+    handed_out.add(id(g))
+    return g
 
 
 def _as_cotangent(out: Tensor, cotangent, op: str) -> Tensor:

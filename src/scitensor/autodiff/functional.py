@@ -43,7 +43,10 @@ def tree_unflatten(spec, leaves):
             return next(it)
         if s[0] is dict:
             return {k: go(c) for k, c in zip(s[1], s[2])}
-        return s[0](go(c) for c in s[1])
+        children = [go(c) for c in s[1]]
+        if hasattr(s[0], "_fields"):  # a namedtuple takes its fields as arguments
+            return s[0](*children)
+        return s[0](children)
 
     return go(spec)
 
@@ -64,10 +67,15 @@ def _alias(x: Tensor) -> Tensor:
 def _prepare(args, argnums, fname):
     args = list(args)
     targets, specs = [], []
+    seen = set()
     for i in argnums:
-        if i >= len(args) or i < -len(args):
-            raise ValueError(f"{fname}: argnums={i} but the function got {len(args)} "
+        if not isinstance(i, int) or i >= len(args) or i < -len(args):
+            raise ValueError(f"{fname}: argnums={i!r} but the function got {len(args)} "
                              "positional arguments")
+        if i % len(args) in seen:
+            raise ValueError(f"{fname}: argnums {tuple(argnums)} name argument "
+                             f"{i % len(args)} twice")
+        seen.add(i % len(args))
         leaves, spec = tree_flatten(args[i])
         new = []
         for leaf in leaves:
@@ -85,6 +93,15 @@ def _prepare(args, argnums, fname):
     return args, targets, specs
 
 
+def _detach_tree(tree):
+    """``tree`` with its tensors cut from the graph (aux outputs are values, not graphs)."""
+    leaves, spec = tree_flatten(tree)
+    if not any(isinstance(leaf, Tensor) for leaf in leaves):
+        return tree
+    return tree_unflatten(spec, [leaf.detach() if isinstance(leaf, Tensor) else leaf
+                                 for leaf in leaves])
+
+
 def _zeros_for(targets, grads):
     from ..creation import zeros_like
 
@@ -92,7 +109,11 @@ def _zeros_for(targets, grads):
 
 
 def _normalize_argnums(argnums):
-    return (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    if not nums or any(not isinstance(i, int) or isinstance(i, bool) for i in nums):
+        raise TypeError(f"grad: argnums must be an int or a non-empty tuple of ints, got "
+                        f"{argnums!r}")
+    return nums
 
 
 def value_and_grad(fun, argnums=0, has_aux: bool = False):
@@ -114,7 +135,7 @@ def value_and_grad(fun, argnums=0, has_aux: bool = False):
     def wrapped(*args, **kwargs):
         outer = GRAD_ENABLED[0] and any(
             isinstance(leaf, Tensor) and leaf.requires_grad
-            for i in nums if i < len(args) for leaf in tree_flatten(args[i])[0])
+            for i in nums if -len(args) <= i < len(args) for leaf in tree_flatten(args[i])[0])
         new_args, targets, specs = _prepare(args, nums, "grad")
         prev = GRAD_ENABLED[0]
         GRAD_ENABLED[0] = True
@@ -143,8 +164,10 @@ def value_and_grad(fun, argnums=0, has_aux: bool = False):
             grads.append(tree_unflatten(spec, flat[pos:pos + len(group)]))
             pos += len(group)
         g = grads[0] if isinstance(argnums, int) else tuple(grads)
-        value = out if outer else out.detach()
-        return ((value, aux), g) if has_aux else (value, g)
+        if outer:
+            return ((out, aux), g) if has_aux else (out, g)
+        value = out.detach()
+        return ((value, _detach_tree(aux)), g) if has_aux else (value, g)
 
     return wrapped
 
@@ -196,6 +219,8 @@ def vjp(fun, *primals, has_aux: bool = False):
         GRAD_ENABLED[0] = prev
     aux = None
     if has_aux:
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("vjp(has_aux=True): the function must return (output, aux)")
         out, aux = out
     out_leaves, out_spec = tree_flatten(out)
     for leaf in out_leaves:
@@ -220,4 +245,5 @@ def vjp(fun, *primals, has_aux: bool = False):
 
     if not outer:
         out = tree_unflatten(out_spec, [leaf.detach() for leaf in out_leaves])
+        aux = _detach_tree(aux)
     return (out, pullback, aux) if has_aux else (out, pullback)

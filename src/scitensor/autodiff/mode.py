@@ -18,7 +18,11 @@ def is_grad_enabled() -> bool:
 
 
 class set_grad_enabled:
-    """Context manager (and decorator) that turns graph recording on or off.
+    """Turn graph recording on or off: as a plain call, a context manager, or a decorator.
+
+    As in PyTorch, calling ``st.set_grad_enabled(False)`` switches the mode at once; used with
+    ``with`` the previous mode comes back at the end of the block, and used as a decorator it
+    applies only while the decorated function runs.
 
     Example:
         >>> import scitensor as st
@@ -26,27 +30,36 @@ class set_grad_enabled:
         >>> with st.set_grad_enabled(False):
         ...     (x * 2).requires_grad
         False
+        >>> st.is_grad_enabled()
+        True
     """
 
     def __init__(self, mode: bool):
         self.mode = bool(mode)
-        self.prev = None
+        self._prev = []  # a stack: one instance may be entered again while active
+        self._undo = None
+        if type(self) is set_grad_enabled:  # the call itself takes effect (PyTorch semantics)
+            self._undo = GRAD_ENABLED[0]
+            GRAD_ENABLED[0] = self.mode
 
     def __enter__(self):
-        self.prev = GRAD_ENABLED[0]
+        undo, self._undo = self._undo, None
+        self._prev.append(GRAD_ENABLED[0] if undo is None else undo)
         GRAD_ENABLED[0] = self.mode
         return self
 
     def __exit__(self, *exc):
-        GRAD_ENABLED[0] = self.prev
+        GRAD_ENABLED[0] = self._prev.pop()
         return False
 
     def __call__(self, fn):
-        mode = self.mode
+        if self._undo is not None:  # used as a decorator: construction must not leak
+            GRAD_ENABLED[0], self._undo = self._undo, None
+        ctx = enable_grad if self.mode else no_grad
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with set_grad_enabled(mode):
+            with ctx():
                 return fn(*args, **kwargs)
 
         return wrapper

@@ -86,25 +86,26 @@ def getitem(x, key) -> Tensor:
     try:
         data = x.backend.getitem(x.data, k)
     except IndexError as e:
-        raise IndexError(f"getitem: index {key!r:.80} does not fit shape {x.shape}: {e}") from None
+        raise IndexError(f"getitem: {e} (indexing a tensor of shape {x.shape})") from None
     if GRAD_ENABLED[0] and x.requires_grad:
         shape, dtype = x.shape, x.dtype
         return make_result(data, x.device, (x,),
-                           lambda g, out: (_scatter_into(g, shape, dtype, k, advanced),))
+                           lambda g, out: (_scatter_into(g, shape, dtype, k, key, advanced),))
     return wrap(data, x.device)
 
 
-def _scatter_into(g: Tensor, shape, dtype, key, advanced) -> Tensor:
-    """A zero tensor of ``shape`` with ``g`` added at ``key``; differentiable in ``g``."""
+def _scatter_into(g: Tensor, shape, dtype, k, key, advanced) -> Tensor:
+    """A zero tensor of ``shape`` with ``g`` added at ``k`` (the converted ``key``);
+    differentiable in ``g`` (its pullback indexes with the user's ``key`` again)."""
     be = g.backend
     data = be.zeros(shape, dtype)
     gd = g.data if g.data.dtype == dtype.np else be.astype(g.data, dtype)
     if advanced:
-        be.add_at(data, key, gd)
+        be.add_at(data, k, gd)
     else:
-        be.setitem(data, key, gd)
+        be.setitem(data, k, gd)
     if GRAD_ENABLED[0] and g.requires_grad:
-        return make_result(data, g.device, (g,), lambda gg, out: (gg[key],))
+        return make_result(data, g.device, (g,), lambda gg, out: (getitem(gg, key),))
     return wrap(data, g.device)
 
 
@@ -132,13 +133,39 @@ def setitem(x, key, value) -> None:
     elif isinstance(value, numbers.Number | np.bool_):
         v = value
     else:
-        v = x.backend.asarray(np.asarray(value), x.dtype)
+        try:
+            v = x.backend.asarray(np.asarray(value), x.dtype)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"setitem: cannot assign {describe(value)} to a {x.dtype.name} "
+                            f"tensor ({e})") from None
+    if not getattr(getattr(x.data, "flags", None), "writeable", True):  # CuPy: no such flag
+        raise ValueError(f"setitem: this tensor of shape {x.shape} is a read-only view (from "
+                         "broadcast_to/expand, or a read-only NumPy array); assign into a copy "
+                         "made with .to(copy=True)")
     try:
         x.backend.setitem(x.data, k, v)
     except ValueError as e:
         raise ValueError(f"setitem: cannot assign a value of shape "
                          f"{getattr(v, 'shape', ())} to x[{key!r:.60}] of a tensor with "
                          f"shape {x.shape}: {e}") from None
+
+
+def _label_out_of_range(labels: Tensor, n: int):
+    """A label outside ``[0, n)``, or None. Checked on the CPU only (cheap there; on a GPU it
+    would make the host wait): NumPy would wrap a negative label around silently."""
+    if labels.device.type != "cpu" or labels.data.size == 0:
+        return None
+    lo, hi = int(labels.data.min()), int(labels.data.max())
+    return hi if hi >= n else lo if lo < 0 else None
+
+
+def _gather_scatter(op: str, fn, *args):
+    """Run a backend gather/scatter, naming the op in an out-of-range error (NumPy's message
+    names the index, axis and size; nothing is checked up front, so success costs nothing)."""
+    try:
+        return fn(*args)
+    except IndexError as e:
+        raise IndexError(f"{op}: {e}") from None
 
 
 def _index_tensor(index, x, op):
@@ -165,7 +192,7 @@ def take_along_axis(x, index, axis: int) -> Tensor:
     index = _index_tensor(index, x, "take_along_axis")
     if index.ndim != x.ndim:
         raise ValueError(f"take_along_axis: index has {index.ndim} dims but x has {x.ndim}")
-    data = x.backend.take_along_axis(x.data, index.data, ax)
+    data = _gather_scatter("take_along_axis", x.backend.take_along_axis, x.data, index.data, ax)
     if GRAD_ENABLED[0] and x.requires_grad:
         shape, dtype = x.shape, x.dtype
 
@@ -191,13 +218,15 @@ def scatter_add(x, axis: int, index, src) -> Tensor:
     src = check_tensor(src, "scatter_add", "src")
     ax = norm_axis(axis, x.ndim, "scatter_add")
     index = _index_tensor(index, x, "scatter_add")
-    if index.shape != src.shape:
+    if index.shape != src.shape or index.ndim != x.ndim or any(
+            index.shape[i] > x.shape[i] for i in range(x.ndim) if i != ax):
         raise ValueError(f"scatter_add: index shape {index.shape} must equal src shape "
-                         f"{src.shape}")
+                         f"{src.shape}, with x's number of dims and no larger than x "
+                         f"{x.shape} outside axis {ax}")
     if src.device is not x.device:
         raise ValueError(f"scatter_add: src is on {src.device} but x is on {x.device}")
     s = src.data if src.dtype is x.dtype else x.backend.astype(src.data, x.dtype)
-    data = x.backend.scatter_add(x.data, ax, index.data, s)
+    data = _gather_scatter("scatter_add", x.backend.scatter_add, x.data, ax, index.data, s)
     if GRAD_ENABLED[0] and (x.requires_grad or src.requires_grad):
         return make_result(data, x.device, (x, src),
                            lambda g, out: (g, take_along_axis(g, index, ax)))
@@ -225,7 +254,7 @@ def index_add(x, axis: int, index, src) -> Tensor:
     if src.device is not x.device:
         raise ValueError(f"index_add: src is on {src.device} but x is on {x.device}")
     s = src.data if src.dtype is x.dtype else x.backend.astype(src.data, x.dtype)
-    data = x.backend.index_add(x.data, ax, index.data, s)
+    data = _gather_scatter("index_add", x.backend.index_add, x.data, ax, index.data, s)
     if GRAD_ENABLED[0] and (x.requires_grad or src.requires_grad):
         key = (slice(None),) * ax + (index,)
         return make_result(data, x.device, (x, src), lambda g, out: (g, g[key]))
@@ -243,5 +272,11 @@ def one_hot(labels, num_classes: int, dtype=None) -> Tensor:
     labels = check_tensor(labels, "one_hot", "labels")
     if labels.dtype.kind != "i":
         raise TypeError(f"one_hot: labels must be integers, got {labels.dtype}")
+    if not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise ValueError(f"one_hot: num_classes must be a positive int, got {num_classes!r}")
     d = dt.get_default_dtype() if dtype is None else dt.as_dtype(dtype)
+    bad = _label_out_of_range(labels, int(num_classes))
+    if bad is not None:
+        raise IndexError(f"one_hot: label {bad} is out of range for num_classes={num_classes} "
+                         f"(labels must be in [0, {num_classes}))")
     return wrap(labels.backend.one_hot(labels.data, int(num_classes), d), labels.device)

@@ -110,6 +110,8 @@ permute = transpose
 def swapaxes(x, axis1: int, axis2: int) -> Tensor:
     """Exchange two axes."""
     x = check_tensor(x, "swapaxes")
+    if x.ndim == 0:
+        raise IndexError("swapaxes: a 0-d tensor has no axes to swap")
     a = norm_axis(axis1, x.ndim, "swapaxes")
     b = norm_axis(axis2, x.ndim, "swapaxes")
     perm = list(range(x.ndim))
@@ -260,6 +262,8 @@ def split(x, indices_or_sections, axis: int = 0) -> list[Tensor]:
         [(2,), (3,)]
     """
     x = check_tensor(x, "split")
+    if x.ndim == 0:
+        raise ValueError("split: a 0-d tensor cannot be split")
     ax = norm_axis(axis, x.ndim, "split")
     n = x.shape[ax]
     if isinstance(indices_or_sections, numbers.Integral):
@@ -269,8 +273,16 @@ def split(x, indices_or_sections, axis: int = 0) -> list[Tensor]:
                              "sections; give split indices instead")
         bounds = [i * (n // k) for i in range(k + 1)]
     else:
+        if hasattr(indices_or_sections, "tolist"):  # a NumPy array of indices
+            indices_or_sections = indices_or_sections.tolist()
+        if not isinstance(indices_or_sections, list | tuple) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                for i in indices_or_sections):
+            raise TypeError(f"split: indices_or_sections must be an int or a list of ints, got "
+                            f"{indices_or_sections!r:.60}")
         idx = [int(i) for i in indices_or_sections]
-        bounds = [0] + [min(max(i, 0), n) for i in idx] + [n]
+        # NumPy semantics: negative indices count from the end, then clamp to [0, n]
+        bounds = [0] + [min(max(i + n if i < 0 else i, 0), n) for i in idx] + [n]
     pre = (slice(None),) * ax
     return [x[pre + (slice(bounds[i], max(bounds[i], bounds[i + 1])),)]
             for i in range(len(bounds) - 1)]
@@ -292,11 +304,19 @@ def pad(x, pad_width, value=0) -> Tensor:
         pw = tuple(pad_width)
         if len(pw) == 2 and all(isinstance(p, numbers.Integral) for p in pw):
             pw = (tuple(pw),) * x.ndim
-        pw = tuple((int(a), int(b)) for a, b in pw)
+        elif len(pw) == 1 and x.ndim != 1:  # one pair for every axis, as in NumPy
+            pw = tuple(pw) * x.ndim
+        try:
+            pw = tuple((int(a), int(b)) for a, b in pw)
+        except (TypeError, ValueError):
+            raise ValueError(f"pad: pad_width {pad_width!r:.60} is not an int, a (before, after) "
+                             "pair, or one pair per axis") from None
     if len(pw) != x.ndim or any(a < 0 or b < 0 for a, b in pw):
         raise ValueError(f"pad: pad_width {pad_width} does not fit a tensor of shape {x.shape} "
                          "(one non-negative (before, after) pair per axis)")
-    data = x.backend.pad(x.data, pw, value)
+    # nothing to pad (e.g. a 0-d tensor): NumPy's pad rejects an empty pad_width
+    data = (x.backend.pad(x.data, pw, value) if any(a or b for a, b in pw)
+            else x.backend.copy(x.data))
     key = tuple(slice(a, a + n) for (a, _), n in zip(pw, x.shape))
     return _finish(data, x, lambda g, out: (g[key],))
 

@@ -25,7 +25,8 @@ def _move(data, src: Device, dst: Device):
 
 def to(x, device=None, dtype=None, copy: bool = False):
     """Return ``x`` on ``device`` with ``dtype`` (the same tensor when nothing changes and
-    ``copy`` is False). Gradients flow back across the move or cast.
+    ``copy`` is False). Gradients flow back across the move or cast. A dtype may also be given
+    as the first argument: ``x.to(st.float16)``.
 
     Example:
         >>> import scitensor as st
@@ -33,6 +34,9 @@ def to(x, device=None, dtype=None, copy: bool = False):
         scitensor.float16
     """
     x = check_tensor(x, "to")
+    if dtype is None and (isinstance(device, dt.DType)
+                          or (isinstance(device, str) and device in dt._BY_NAME)):
+        device, dtype = None, device  # x.to(st.float16), as in PyTorch
     dev = x.device if device is None else Device(device)
     d = x.dtype if dtype is None else dt.as_dtype(dtype)
     if dev is x.device and d is x.dtype and not copy:
