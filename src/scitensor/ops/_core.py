@@ -109,6 +109,9 @@ def norm_axes(axis, ndim: int, op: str) -> tuple[int, ...]:
         if ndim == 0 and axis in (0, -1):
             return ()
         return (norm_axis(axis, ndim, op),)
+    if not isinstance(axis, tuple | list):
+        raise TypeError(f"{op}: axis must be an int, a tuple of ints or None, got "
+                        f"{type(axis).__name__}")
     axes = tuple(norm_axis(a, ndim, op) for a in axis)
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: repeated axis in {tuple(axis)}")

@@ -11,9 +11,11 @@ import math
 
 from .. import dtypes as dt
 from ._core import (
+    _SCALAR_TYPES,
     GRAD_ENABLED,
     Tensor,
     check_tensor,
+    describe,
     make_result,
     operands,
     sync_if_requested,
@@ -29,7 +31,7 @@ __all__ = [
 ]
 
 # ---- binary arithmetic ----------------------------------------------------------------------
-def _result2(op, data, dev, ta, tb, pullback):
+def _result2(data, dev, ta, tb, pullback):
     if GRAD_ENABLED[0] and ((ta is not None and ta.requires_grad) or
                             (tb is not None and tb.requires_grad)):
         out = make_result(data, dev, (ta, tb), pullback)
@@ -37,6 +39,26 @@ def _result2(op, data, dev, ta, tb, pullback):
         out = wrap(data, dev)
     sync_if_requested(dev)
     return out
+
+
+def _binary_error(op, a, b, e):
+    """Re-raise a backend failure (shapes that do not broadcast, a dtype with no kernel)
+    naming the op and its operands; called only on the error path."""
+    sa, sb = getattr(a, "shape", ()), getattr(b, "shape", ())
+    if isinstance(e, ValueError) and "broadcast" in str(e):
+        return ValueError(f"{op}: shapes {sa} and {sb} do not broadcast together "
+                          f"({describe(a)} and {describe(b)})")
+    cls = TypeError if isinstance(e, TypeError) else ValueError
+    return cls(f"{op}: {e} (operands: {describe(a)} and {describe(b)})")
+
+
+def _add_pullback(g, out):
+    return g, g
+
+
+def _sub_pullback(g, out):
+    b = out._parents[1]
+    return g, (neg(g) if b is not None and b.requires_grad else None)
 
 
 def add(a, b) -> Tensor:
@@ -48,58 +70,81 @@ def add(a, b) -> Tensor:
         [2.0, 3.0]
     """
     ta, tb, xa, xb, dev = operands("add", a, b)
-    return _result2("add", dev.backend.add(xa, xb), dev, ta, tb, lambda g, out: (g, g))
+    try:
+        data = dev.backend.add(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("add", a, b, e) from None
+    return _result2(data, dev, ta, tb, _add_pullback)
 
 
 def sub(a, b) -> Tensor:
     """``a - b`` with broadcasting."""
     ta, tb, xa, xb, dev = operands("sub", a, b)
-    return _result2("sub", dev.backend.sub(xa, xb), dev, ta, tb, lambda g, out: (g, neg(g)))
+    try:
+        data = dev.backend.sub(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("sub", a, b, e) from None
+    return _result2(data, dev, ta, tb, _sub_pullback)
 
 
 def mul(a, b) -> Tensor:
     """``a * b`` with broadcasting."""
     ta, tb, xa, xb, dev = operands("mul", a, b)
+    try:
+        data = dev.backend.mul(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("mul", a, b, e) from None
 
     def pullback(g, out):
         return (mul(g, b) if ta is not None and ta.requires_grad else None,
                 mul(g, a) if tb is not None and tb.requires_grad else None)
 
-    return _result2("mul", dev.backend.mul(xa, xb), dev, ta, tb, pullback)
+    return _result2(data, dev, ta, tb, pullback)
 
 
 def div(a, b) -> Tensor:
     """``a / b`` (true division; integer inputs give the default float dtype)."""
     ta, tb, xa, xb, dev = operands("div", a, b)
-    if not dt.from_numpy_dtype(getattr(xa, "dtype", None) or xb.dtype).is_floating:
+    if xb.dtype.kind in "biu":  # both operands share one dtype after operands()
         d = dt.get_default_dtype()
         be = dev.backend
-        xa = be.astype(xa, d) if hasattr(xa, "shape") else be.scalar(xa, d)
-        xb = be.astype(xb, d) if hasattr(xb, "shape") else be.scalar(xb, d)
+        xa = be.astype(xa, d) if ta is not None else be.scalar(a, d)
+        xb = be.astype(xb, d) if tb is not None else be.scalar(b, d)
+    try:
+        data = dev.backend.div(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("div", a, b, e) from None
 
     def pullback(g, out):
         ga = div(g, b) if ta is not None and ta.requires_grad else None
         gb = neg(div(mul(g, out), b)) if tb is not None and tb.requires_grad else None
         return ga, gb
 
-    return _result2("div", dev.backend.div(xa, xb), dev, ta, tb, pullback)
+    return _result2(data, dev, ta, tb, pullback)
 
 
 def floordiv(a, b) -> Tensor:
     """``a // b`` (no gradient)."""
     ta, tb, xa, xb, dev = operands("floordiv", a, b)
-    return wrap(dev.backend.floordiv(xa, xb), dev)
+    try:
+        data = dev.backend.floordiv(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("floordiv", a, b, e) from None
+    return wrap(data, dev)
 
 
 def mod(a, b) -> Tensor:
     """``a % b`` (Python semantics; gradient 1 for ``a``)."""
     ta, tb, xa, xb, dev = operands("mod", a, b)
-    return _result2("mod", dev.backend.mod(xa, xb), dev, ta, tb,
-                    lambda g, out: (g, neg(mul(g, floordiv(a, b)))))
+    try:
+        data = dev.backend.mod(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("mod", a, b, e) from None
+    return _result2(data, dev, ta, tb, lambda g, out: (g, neg(mul(g, floordiv(a, b)))))
 
 
 def pow(a, b) -> Tensor:
-    """``a ** b``; the gradient for ``b`` uses ``log(a)`` (defined for ``a > 0``).
+    """``a ** b``; the gradient for ``b`` is ``a ** b * log(a)`` (0 where ``a == 0``).
 
     Example:
         >>> import scitensor as st
@@ -107,6 +152,10 @@ def pow(a, b) -> Tensor:
         [4.0, 9.0]
     """
     ta, tb, xa, xb, dev = operands("pow", a, b)
+    try:
+        data = dev.backend.pow(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("pow", a, b, e) from None
 
     def pullback(g, out):
         ga = gb = None
@@ -123,39 +172,59 @@ def pow(a, b) -> Tensor:
             else:
                 ga = mul(g, mul(b, pow(a, sub(b, 1))))
         if tb is not None and tb.requires_grad:
-            gb = mul(g, mul(out, log(a)))
+            if ta is None:  # a Python number as the base: log(a) is a constant
+                log_a = math.log(a) if a > 0 else 0.0 if a == 0 else math.nan
+                gb = mul(g, mul(out, log_a))
+            else:
+                # 0 ** b: the b-derivative is 0 (for b > 0), not 0 * log(0) = nan
+                log_a = log(where(eq(a, 0), 1.0, a))
+                gb = mul(g, mul(out, log_a))
         return ga, gb
 
-    return _result2("pow", dev.backend.pow(xa, xb), dev, ta, tb, pullback)
+    return _result2(data, dev, ta, tb, pullback)
 
 
 def maximum(a, b) -> Tensor:
     """Elementwise maximum; on ties the gradient is split evenly between the operands."""
     ta, tb, xa, xb, dev = operands("maximum", a, b)
+    try:
+        data = dev.backend.maximum(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("maximum", a, b, e) from None
 
     def pullback(g, out):
-        w = add(gt(a, b), mul(eq(a, b), 0.5))
-        return mul(g, w), mul(g, sub(1.0, w))
+        w = add(gt(a, b), mul(eq(a, b), 0.5))  # ties: half each
+        return (mul(g, w) if ta is not None and ta.requires_grad else None,
+                mul(g, sub(1.0, w)) if tb is not None and tb.requires_grad else None)
 
-    return _result2("maximum", dev.backend.maximum(xa, xb), dev, ta, tb, pullback)
+    return _result2(data, dev, ta, tb, pullback)
 
 
 def minimum(a, b) -> Tensor:
     """Elementwise minimum; on ties the gradient is split evenly between the operands."""
     ta, tb, xa, xb, dev = operands("minimum", a, b)
+    try:
+        data = dev.backend.minimum(xa, xb)
+    except (ValueError, TypeError) as e:
+        raise _binary_error("minimum", a, b, e) from None
 
     def pullback(g, out):
-        w = add(lt(a, b), mul(eq(a, b), 0.5))
-        return mul(g, w), mul(g, sub(1.0, w))
+        w = add(lt(a, b), mul(eq(a, b), 0.5))  # ties: half each
+        return (mul(g, w) if ta is not None and ta.requires_grad else None,
+                mul(g, sub(1.0, w)) if tb is not None and tb.requires_grad else None)
 
-    return _result2("minimum", dev.backend.minimum(xa, xb), dev, ta, tb, pullback)
+    return _result2(data, dev, ta, tb, pullback)
 
 
 # ---- comparisons and logic (no gradient) ------------------------------------------------
 def _compare(name):
     def op(a, b) -> Tensor:
         ta, tb, xa, xb, dev = operands(name, a, b)
-        out = wrap(getattr(dev.backend, name)(xa, xb), dev)
+        try:
+            data = getattr(dev.backend, name)(xa, xb)
+        except (ValueError, TypeError) as e:
+            raise _binary_error(name, a, b, e) from None
+        out = wrap(data, dev)
         sync_if_requested(dev)
         return out
 
@@ -210,7 +279,10 @@ def _unary(name, derivative, floating=True, doc=""):
         data = x.data
         if floating and data.dtype.kind in "biu":
             data = be.astype(data, dt.get_default_dtype())
-        out_data = getattr(be, name)(data)
+        try:
+            out_data = getattr(be, name)(data)
+        except TypeError as e:
+            raise TypeError(f"{name}: not supported for {x.dtype.name} tensors ({e})") from None
         if derivative is not None and GRAD_ENABLED[0] and x.requires_grad:
             out = make_result(out_data, x.device, (x,),
                               lambda g, y: (derivative(g, x, y),))
@@ -225,13 +297,21 @@ def _unary(name, derivative, floating=True, doc=""):
     return op
 
 
+def _neg_pullback(g, y):
+    return (neg(g),)
+
+
 def neg(x) -> Tensor:
     """``-x``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"neg: expected a Tensor, got {type(x).__name__}")
-    out_data = x.device.backend.neg(x.data)
+    try:
+        out_data = x.device.backend.neg(x.data)
+    except TypeError:
+        raise TypeError(f"neg: cannot negate a {x.dtype.name} tensor; use ~x (logical_not) "
+                        "for bool tensors") from None
     if GRAD_ENABLED[0] and x.requires_grad:
-        return make_result(out_data, x.device, (x,), lambda g, y: (neg(g),))
+        return make_result(out_data, x.device, (x,), _neg_pullback)
     out = wrap(out_data, x.device)
     sync_if_requested(x.device)
     return out
@@ -298,7 +378,7 @@ def gelu(x, approximate: str = "none") -> Tensor:
 
     Example:
         >>> import scitensor as st
-        >>> round(st.gelu(st.tensor(1.0)).item(), 4)
+        >>> print(f"{st.gelu(st.tensor(1.0)).item():.4f}")
         0.8413
     """
     if approximate == "none":
@@ -321,24 +401,57 @@ def where(cond, a, b) -> Tensor:
     cond = check_tensor(cond, "where", "cond")
     if cond.dtype is not dt.bool_:
         cond = ne(cond, 0)
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor) and isinstance(a, _SCALAR_TYPES):
+        # two numbers: the values live on cond's device, with the numbers' dtype
+        from ..creation import tensor
+
+        a = tensor(a, dtype=dt.result_type(a, b) if isinstance(b, _SCALAR_TYPES) else None,
+                   device=cond.device)
     ta, tb, xa, xb, dev = operands("where", a, b)
     if cond.device is not dev:
         raise ValueError(f"where: cond is on {cond.device} but the values are on {dev}")
-    data = dev.backend.where(cond.data, xa, xb)
-
-    def pullback(g, out):
-        zero = mul(g, 0.0)
-        return (None, where(cond, g, zero) if ta is not None else None,
-                where(cond, zero, g) if tb is not None else None)
-
+    try:
+        data = dev.backend.where(cond.data, xa, xb)
+    except ValueError:
+        raise ValueError(f"where: shapes {cond.shape} (cond), {getattr(a, 'shape', ())} and "
+                         f"{getattr(b, 'shape', ())} do not broadcast together") from None
     if GRAD_ENABLED[0] and ((ta is not None and ta.requires_grad) or
                             (tb is not None and tb.requires_grad)):
+        def pullback(g, out):
+            zero = mul(g, 0.0)
+            return (None, where(cond, g, zero) if ta is not None and ta.requires_grad else None,
+                    where(cond, zero, g) if tb is not None and tb.requires_grad else None)
+
         return make_result(data, dev, (None, ta, tb), pullback)
-    return wrap(data, dev)
+    out = wrap(data, dev)
+    sync_if_requested(dev)
+    return out
+
+
+def _bound_data(v, d, x, be):
+    if v is None:
+        return None
+    if isinstance(v, Tensor):
+        if v.device is not x.device:
+            raise ValueError(f"clip: a bound is on {v.device} but the tensor is on {x.device}")
+        return v.data if v.data.dtype == d.np else be.astype(v.data, d)
+    return be.scalar(v, d)
+
+
+def _clip_dtype(x, lo, hi):
+    try:
+        return dt.result_type(x, *(v for v in (lo, hi) if v is not None))
+    except TypeError:
+        raise TypeError(f"clip: bounds must be numbers or tensors, got {describe(lo)} and "
+                        f"{describe(hi)}") from None
 
 
 def clip(x, min=None, max=None) -> Tensor:
-    """Clamp values into ``[min, max]`` (either bound may be None); gradient 1 inside.
+    """Clamp values into ``[min, max]`` (NumPy order: ``min`` first, then ``max``).
+
+    Bounds may be numbers or tensors (broadcasting; tensor bounds get gradients too). The
+    result dtype follows the promotion rules (a float bound turns an integer tensor into
+    float32). At a bound the gradient goes to ``x`` (inclusive interval).
 
     Example:
         >>> import scitensor as st
@@ -348,23 +461,36 @@ def clip(x, min=None, max=None) -> Tensor:
     x = check_tensor(x, "clip")
     if min is None and max is None:
         raise ValueError("clip: give at least one of min and max")
-    out = x
-    with_grad = GRAD_ENABLED[0] and x.requires_grad
-    lo = min.data if isinstance(min, Tensor) else min
-    hi = max.data if isinstance(max, Tensor) else max
-    data = x.backend.clip(x.data, lo, hi)
-    if not with_grad:
-        return wrap(data, x.device)
+    be = x.backend
+    d = x.dtype
+    if not (d.is_floating and isinstance(min, float | int | None)
+            and isinstance(max, float | int | None)):  # numbers never widen a float tensor
+        d = _clip_dtype(x, min, max)
+    xd = x.data if x.data.dtype == d.np else be.astype(x.data, d)
+    try:
+        data = be.clip(xd, _bound_data(min, d, x, be), _bound_data(max, d, x, be))
+    except ValueError:
+        raise ValueError(f"clip: shapes {x.shape}, {getattr(min, 'shape', ())} (min) and "
+                         f"{getattr(max, 'shape', ())} (max) do not broadcast together"
+                         ) from None
+    tmin = min if isinstance(min, Tensor) else None
+    tmax = max if isinstance(max, Tensor) else None
+    if not (GRAD_ENABLED[0] and (x.requires_grad or (tmin is not None and tmin.requires_grad)
+                                 or (tmax is not None and tmax.requires_grad))):
+        out = wrap(data, x.device)
+        sync_if_requested(x.device)
+        return out
 
-    def pullback(g, o):
-        inside = None
-        if min is not None:
-            inside = ge(x, min)
-        if max is not None:
-            m = le(x, max)
-            inside = m if inside is None else logical_and(inside, m)
-        return (mul(g, inside),)
+    def pullback(g, out):
+        # clip(x) = minimum(maximum(x, min), max), with ties going to x
+        t = x if min is None else maximum(x, min)
+        below_max = None if max is None else le(t, max)
+        gx = g if min is None else mul(g, ge(x, min))
+        gmin = None if tmin is None else mul(g, lt(x, min))
+        if below_max is not None:
+            gx = mul(gx, below_max)
+            gmin = None if gmin is None else mul(gmin, below_max)
+        gmax = None if tmax is None else mul(g, gt(t, max))
+        return gx, gmin, gmax
 
-    out = make_result(data, x.device, (x,), pullback)
-    return out
-
+    return make_result(data, x.device, (x, tmin, tmax), pullback)

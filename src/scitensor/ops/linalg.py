@@ -54,6 +54,8 @@ def matmul(a, b) -> Tensor:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align "
                          f"({ka} != {kb})")
     if a.ndim == 1:
+        if b.ndim == 1:
+            return matmul(a.reshape(1, ka), b.reshape(kb, 1)).reshape(())
         return matmul(a.reshape(1, ka), b).squeeze(-2)
     if b.ndim == 1:
         return matmul(a, b.reshape(kb, 1)).squeeze(-1)
@@ -87,6 +89,9 @@ def dot(a, b) -> Tensor:
     """Dot product of two 1-D tensors (a scalar); for higher dimensions, :func:`matmul`."""
     a = check_tensor(a, "dot", "first operand")
     b = check_tensor(b, "dot", "second operand")
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"dot: operands must have at least one dimension, got shapes "
+                         f"{a.shape} and {b.shape}; use * for scalars")
     if a.ndim == 1 and b.ndim == 1 and a.shape != b.shape:
         raise ValueError(f"dot: vectors of different lengths {a.shape} and {b.shape}")
     return matmul(a, b)
@@ -109,13 +114,19 @@ def inner(a, b) -> Tensor:
 
 
 def _norm2(x: Tensor, axes, keepdims) -> Tensor:
-    """sqrt(sum(x^2)) with a zero (sub)gradient where the norm is 0."""
-    from ..autodiff.mode import no_grad
+    """sqrt(sum(x^2)) with a zero (sub)gradient where the norm is 0.
 
-    with no_grad():
-        y = sum_(mul(x, x), axes, keepdims=keepdims).sqrt()
+    float16/bfloat16 square and sum in float32 (300**2 already overflows float16).
+    """
+    be = x.backend
+    c = x.data if x.dtype.itemsize >= 4 else be.astype(x.data, dt.float32)
+    y = be.sqrt(be.sum(be.mul(c, c), axes, keepdims))
+    if c is not x.data:
+        y = be.astype(y, x.dtype)
     if not (GRAD_ENABLED[0] and x.requires_grad):
-        return y
+        out = wrap(y, x.device)
+        sync_if_requested(x.device)
+        return out
 
     shape = x.shape
 
@@ -126,7 +137,7 @@ def _norm2(x: Tensor, axes, keepdims) -> Tensor:
         safe = where(gt(o, 0), o, 1.0)
         return (mul(x, div(gk, safe)),)
 
-    return make_result(y.data, x.device, (x,), pullback)
+    return make_result(y, x.device, (x,), pullback)
 
 
 def norm(x, ord=2, axis=None, keepdims: bool = False) -> Tensor:

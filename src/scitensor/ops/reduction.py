@@ -6,6 +6,7 @@ logsumexp, softmax, log_softmax, any, all.
 
 from __future__ import annotations
 
+import builtins
 import math
 
 from .. import dtypes as dt
@@ -19,7 +20,7 @@ from ._core import (
     sync_if_requested,
     wrap,
 )
-from .elementwise import div, eq, exp, mul, sqrt, sub
+from .elementwise import div, eq, exp, gt, mul, sub, where
 
 __all__ = ["all", "any", "argmax", "argmin", "logsumexp", "log_softmax", "max", "mean", "min",
            "softmax", "std", "sum", "var"]
@@ -61,38 +62,64 @@ def sum(x, axis=None, keepdims: bool = False) -> Tensor:
     return _finish(data, x, lambda g, out: (_expand_back(g, shape, axes, keepdims),))
 
 
+_LOW_PRECISION = (dt.float16, dt.bfloat16)
+
+
 def mean(x, axis=None, keepdims: bool = False) -> Tensor:
-    """Arithmetic mean over ``axis``; integer inputs give the default float dtype."""
+    """Arithmetic mean over ``axis``; integer inputs give the default float dtype.
+
+    float16/bfloat16 inputs are summed and divided in float32, then rounded once (their sum
+    alone may overflow float16).
+    """
     x = check_tensor(x, "mean")
     axes = norm_axes(axis, x.ndim, "mean")
     n = math.prod(x.shape[a] for a in axes)
     if not x.dtype.is_floating:
         x = x.astype(dt.get_default_dtype())
+    elif x.dtype in _LOW_PRECISION:
+        return mean(x.astype(dt.float32), axes, keepdims).astype(x.dtype)
     return div(sum(x, axes, keepdims), n if n else float("nan"))
 
 
 def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
-    """Variance over ``axis`` with ``ddof`` delta degrees of freedom (two-pass, stable)."""
+    """Variance over ``axis`` with ``ddof`` delta degrees of freedom (two-pass, stable).
+
+    Integer inputs give the default float dtype; float16/bfloat16 compute in float32.
+    """
     x = check_tensor(x, "var")
     axes = norm_axes(axis, x.ndim, "var")
     n = math.prod(x.shape[a] for a in axes)
     if not x.dtype.is_floating:
         x = x.astype(dt.get_default_dtype())
+    elif x.dtype in _LOW_PRECISION:
+        return var(x.astype(dt.float32), axes, keepdims, ddof).astype(x.dtype)
     d = sub(x, mean(x, axes, keepdims=True))
     denom = n - ddof
     return div(sum(mul(d, d), axes, keepdims), denom if denom > 0 else float("nan"))
 
 
 def std(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
-    """Standard deviation: ``sqrt(var(x, axis, keepdims, ddof))``."""
-    return sqrt(var(x, axis, keepdims, ddof))
+    """Standard deviation: ``sqrt(var(x, axis, keepdims, ddof))``.
+
+    Where the deviation is 0 (constant values) the gradient is 0 rather than NaN, as for
+    :func:`scitensor.norm`.
+    """
+    x = check_tensor(x, "std")
+    v = var(x, norm_axes(axis, x.ndim, "std"), keepdims, ddof)
+    return _finish(v.backend.sqrt(v.data), v, _std_pullback)
+
+
+def _std_pullback(g, out):
+    # d sqrt(v) = dv / (2 sqrt(v)); at v == 0 var's own pullback multiplies by x - mean = 0,
+    # so a finite stand-in for 1 / out keeps the product 0 instead of 0 * inf = NaN
+    return (div(mul(g, 0.5), where(gt(out, 0), out, 1.0)),)
 
 
 def _extreme(name):
     def op(x, axis=None, keepdims: bool = False) -> Tensor:
         x = check_tensor(x, name)
         axes = norm_axes(axis, x.ndim, name)
-        if x.size == 0 and any(x.shape[a] == 0 for a in axes):
+        if x.size == 0 and builtins.any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{name}: cannot reduce an empty axis of shape {x.shape}")
         data = getattr(x.backend, name)(x.data, axes, keepdims)
         shape = x.shape
@@ -121,14 +148,20 @@ min = _extreme("min")
 def _arg(name):
     def op(x, axis=None, keepdims: bool = False) -> Tensor:
         x = check_tensor(x, name)
-        if x.size == 0:
-            raise ValueError(f"{name}: empty tensor of shape {x.shape}")
         if axis is None:
+            if x.size == 0:
+                raise ValueError(f"{name}: empty tensor of shape {x.shape} has no {name[3:]}imum")
             data = getattr(x.backend, name)(x.data.reshape(-1), 0, False)
             if keepdims:
                 data = data.reshape((1,) * x.ndim)
         else:
-            data = getattr(x.backend, name)(x.data, norm_axis(axis, x.ndim, name), keepdims)
+            ax = norm_axis(axis, x.ndim, name)
+            if x.ndim == 0:  # the one element is its own arg-extreme
+                data = getattr(x.backend, name)(x.data.reshape(-1), 0, False)
+            elif x.shape[ax] == 0:
+                raise ValueError(f"{name}: axis {axis} of shape {x.shape} is empty")
+            else:
+                data = getattr(x.backend, name)(x.data, ax, keepdims)
         return wrap(data, x.device)
 
     op.__name__ = name
@@ -178,6 +211,8 @@ def softmax(x, axis: int = -1) -> Tensor:
     data = x.backend.softmax(x.data, ax)
 
     def pullback(g, y):
+        if not GRAD_ENABLED[0]:  # one fused primitive; the composition stays differentiable
+            return (wrap(x.backend.softmax_backward(g.data, y.data, ax), x.device),)
         return (mul(y, sub(g, sum(mul(g, y), ax, keepdims=True))),)
 
     return _finish(data, x, pullback)
@@ -192,6 +227,8 @@ def log_softmax(x, axis: int = -1) -> Tensor:
     data = x.backend.log_softmax(x.data, ax)
 
     def pullback(g, y):
+        if not GRAD_ENABLED[0]:  # one fused primitive; the composition stays differentiable
+            return (wrap(x.backend.log_softmax_backward(g.data, y.data, ax), x.device),)
         return (sub(g, mul(exp(y), sum(g, ax, keepdims=True))),)
 
     return _finish(data, x, pullback)
