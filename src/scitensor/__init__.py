@@ -68,6 +68,7 @@ from .dtypes import (
 )
 from .dtypes import bool_ as bool
 from .ops import *  # noqa: F403
+from .precision import get_matmul_precision, set_matmul_precision
 from .random import Generator, manual_seed
 from .runtime import HostSyncInCaptureError, get_sync_mode, set_sync_mode, sync_mode
 from .tensor import Tensor

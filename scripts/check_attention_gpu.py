@@ -1,0 +1,139 @@
+"""Correctness check of the CUDA attention kernels against a float64 reference (needs a GPU).
+
+For every element type (bf16, fp16, fp32 as 3xTF32 and as tf32), head dim (32, 64, 128),
+causal and not, and lengths off the tiles (including seq_q > seq_k with causal, where the first
+rows see no key, grouped-query attention and a length-1 edge), it draws fresh random inputs,
+poisons every output buffer (NaN bytes) first, runs the backend's attention_forward and
+attention_backward, and compares out, lse, dq, dk, dv with float64 NumPy. Prints the max
+relative error per tensor (max |diff| / max |ref|) and fails on NaN or a tolerance breach.
+
+Meant to run under compute-sanitizer too (small shapes keep it quick):
+    python scripts/check_attention_gpu.py
+    compute-sanitizer --tool memcheck python scripts/check_attention_gpu.py --quick
+    compute-sanitizer --tool racecheck python scripts/check_attention_gpu.py --quick
+``--all-configs`` repeats the sweep with every alternative tile configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import numpy as np
+
+import scitensor as st
+
+# max |diff| / max |ref| allowed (bf16/fp16 also round P and dS before their products)
+TOL = {"bf16": 4e-2, "f16": 8e-3, "f32": 1e-4, "tf32": 5e-3}
+SHAPES = [(1, 2, 1, 77, 77), (2, 4, 2, 130, 61), (1, 2, 2, 45, 200), (1, 1, 1, 1, 1),
+          (1, 3, 1, 16, 300)]
+QUICK = [(1, 2, 1, 77, 77), (1, 2, 2, 45, 130)]
+
+
+def reference(q, k, v, g, causal, scale):
+    q, k, v, g = (np.asarray(x, np.float64) for x in (q, k, v, g))
+    b, h, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    grp = h // hkv
+    kk, vv = np.repeat(k, grp, axis=1), np.repeat(v, grp, axis=1)
+    s = q @ kk.swapaxes(-1, -2) * scale
+    if causal:
+        s = np.where(np.arange(sk)[None] <= np.arange(sq)[:, None] + sk - sq, s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    e = np.exp(s - m)
+    den = e.sum(-1, keepdims=True)
+    p = np.where(den > 0, e / np.where(den > 0, den, 1), 0)
+    lse = np.where(den[..., 0] > 0, np.log(np.where(den > 0, den, 1))[..., 0] + m[..., 0], np.inf)
+    out = p @ vv
+    dp = g @ vv.swapaxes(-1, -2)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
+    dq = ds @ kk * scale
+    dk = (ds.swapaxes(-1, -2) @ q * scale).reshape(b, hkv, grp, sk, d).sum(2)
+    dv = (p.swapaxes(-1, -2) @ g).reshape(b, hkv, grp, sk, d).sum(2)
+    return out, lse, dq, dk, dv
+
+
+def max_rel(got, ref) -> float:
+    got = np.asarray(got, np.float64)
+    if got.shape != ref.shape:
+        return float("inf")
+    fin = np.isfinite(ref)
+    if not np.array_equal(np.isfinite(got), fin) or not np.array_equal(got[~fin], ref[~fin]):
+        return float("inf")  # NaN (unwritten), or an lse of +inf where it should be finite
+    if not fin.any():
+        return 0.0
+    return float(np.abs(got[fin] - ref[fin]).max() / max(np.abs(ref[fin]).max(), 1e-30))
+
+
+def run(be, kind, b, h, hkv, sq, sk, d, causal, seed):
+    import cupy
+
+    np_dt = {"bf16": st.bfloat16.np, "f16": np.float16}.get(kind, np.float32)
+    r = np.random.default_rng(seed)
+    host = [r.standard_normal(s).astype(np_dt) for s in
+            ((b, h, sq, d), (b, hkv, sk, d), (b, hkv, sk, d), (b, h, sq, d))]
+    scale = 1.0 / np.sqrt(d)
+    st.set_matmul_precision("tf32" if kind == "tf32" else "highest")
+    try:
+        q, k, v, g = (be.asarray(x, st.dtypes.from_numpy_dtype(np_dt)) for x in host)
+        out, lse = be.attention_forward(q, k, v, causal, scale)
+        dq, dk, dv = be.attention_backward(g, q, k, v, out, lse, causal, scale)
+        cupy.cuda.get_current_stream().synchronize()
+    finally:
+        st.set_matmul_precision("highest")
+    got = [be.to_numpy(x).astype(np.float64) for x in (out, lse, dq, dk, dv)]
+    ref = reference(*host, causal, scale)
+    return {n: max_rel(a, e) for n, a, e in zip(("out", "lse", "dq", "dk", "dv"), got, ref)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="two shapes (for the sanitizers)")
+    ap.add_argument("--all-configs", action="store_true")
+    ap.add_argument("--kinds", default="bf16,f16,f32,tf32")
+    args = ap.parse_args()
+    dev = st.Device("cuda")
+    be = dev.backend
+    ew = getattr(be, "_ew", None)
+    if ew is not None:
+        ew.poison = True  # fresh outputs start as NaN
+    from scitensor.backends.cuda import attention as ca
+
+    if not isinstance(be, ca.CudaAttentionPrimitives):
+        print("check_attention_gpu: the CUDA backend does not include CudaAttentionPrimitives; "
+              "add it to CudaBackend's bases (before ArrayBackend) to test the kernels")
+        return 2
+    code_of = {"bf16": ca.BF16, "f16": ca.F16, "f32": ca.TF32X3, "tf32": ca.TF32}
+    configs = [None]
+    if args.all_configs:
+        configs += [ca.AttentionConfig(fw, bn, bw, bm, mw) for fw, bn, bw, bm, mw in
+                    itertools.product((4, 8), (32, 64, 128), (4, 8), (16, 32, 64), (1, 2))]
+    shapes = QUICK if args.quick else SHAPES
+    failures = 0
+    for cfg, kind, d in itertools.product(configs, args.kinds.split(","), (32, 64, 128)):
+        if cfg is not None:
+            try:
+                ca.set_attention_config(code_of[kind], d, cfg)
+            except ValueError:
+                continue
+        try:
+            for i, (b, h, hkv, sq, sk) in enumerate(shapes):
+                for causal in (False, True):
+                    errs = run(be, kind, b, h, hkv, sq, sk, d, causal, seed=1000 * d + 10 * i)
+                    bad = [n for n, e in errs.items() if not e <= TOL[kind]]
+                    failures += bool(bad)
+                    print(f"{kind:4} D{d:<3} {cfg or 'default'!s:58.58} B{b} H{h}/{hkv} "
+                          f"Sq{sq:<3} Sk{sk:<3} {'causal' if causal else 'full  '} "
+                          + " ".join(f"{n} {e:.1e}" for n, e in errs.items())
+                          + (f"  FAIL {bad}" if bad else ""), flush=True)
+        finally:
+            if cfg is not None:
+                ca.set_attention_config(code_of[kind], d, None)
+    print("check_attention_gpu:", "all passed" if not failures else f"{failures} FAILED")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

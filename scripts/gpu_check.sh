@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The one script run on a GPU machine: installs carried wheels, prints versions, runs the
+# CUDA backend tests, the benchmarks, a compute-sanitizer memcheck pass over our kernels and
+# the whole test suite (forced onto CUDA, then the normal CPU+CUDA run). Logs and results go
+# to the directory given as the first argument.
+#
+# Usage: scripts/gpu_check.sh OUTDIR [TAG]
+#   TAG names the benchmark files (gpu_overhead_<TAG>.json/.md; default: h100).
+#   GPU_CHECK_BUDGET=seconds (default 450) bounds the whole run: later steps get what is left.
+#   Wheels in .whl/*.whl (e.g. nvmath-python) are installed into /tmp/site first; those in
+#   .whl/extra/ only if nvmath's cuBLASLt bindings do not import with the image's packages.
+set -u
+OUT=${1:?usage: scripts/gpu_check.sh OUTDIR [TAG]}
+TAG=${2:-h100}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+cd "$REPO"
+START=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET:-450}
+SUMMARY="$OUT/summary.txt"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+: >"$SUMMARY"
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# step NAME MAX_SECONDS CMD...: run CMD with a timeout (at most what the budget has left)
+step() {
+    local name=$1 max=$2
+    shift 2
+    local left=$((BUDGET - ($(date +%s) - START)))
+    if [ "$left" -lt 20 ]; then
+        note "== $name: SKIPPED (budget spent)"
+        return 0
+    fi
+    [ "$max" -gt "$left" ] && max=$left
+    note "== $name (timeout ${max}s)"
+    local t0=$(date +%s)
+    timeout --kill-after=10 "$max" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    note "   rc=$rc in $(( $(date +%s) - t0 ))s; last lines:"
+    tail -n 3 "$OUT/$name.log" | sed 's/^/   | /' | tee -a "$SUMMARY"
+}
+
+# ---- carried wheels -----------------------------------------------------------------------
+SITE=/tmp/site
+if ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" .whl/*.whl >>"$SUMMARY" 2>&1
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+    if ! $PY -c "import nvmath.bindings.cublasLt" >>"$SUMMARY" 2>&1 && ls .whl/extra/*.whl >/dev/null 2>&1; then
+        note "nvmath did not import with the image's cuda-* packages: installing .whl/extra"
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$SITE" .whl/extra/*.whl >>"$SUMMARY" 2>&1
+    fi
+fi
+export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+
+# ---- versions -------------------------------------------------------------------------------
+note "== machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee -a "$SUMMARY"
+$PY - <<'EOF' 2>&1 | tee -a "$SUMMARY"
+import importlib, platform
+print("python", platform.python_version())
+for m in ("numpy", "ml_dtypes", "cupy", "torch", "nvmath", "cuda.bindings", "cuda.core",
+          "pytest", "hypothesis"):
+    try:
+        mod = importlib.import_module(m)
+        print(m, getattr(mod, "__version__", "?"))
+    except Exception as e:
+        print(m, "NOT AVAILABLE:", type(e).__name__, e)
+import scitensor as st
+print("scitensor", st.__version__, "cuda_status:", st.cuda_status())
+EOF
+command -v compute-sanitizer >/dev/null && note "compute-sanitizer: $(command -v compute-sanitizer)"
+
+# ---- checks -----------------------------------------------------------------------------------
+export SCITENSOR_TEST_DEVICE=cuda
+step cuda_backend_tests 200 $PY -m pytest -p no:cacheprovider -r fE -n 8 --durations=5 \
+    tests/backends/test_cuda_backend.py tests/backends/test_kernels_compile.py
+step bench 150 $PY benchmarks/gpu_overhead.py --out "$OUT" --tag "$TAG"
+if command -v compute-sanitizer >/dev/null; then
+    step memcheck 150 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 \
+        $PY scripts/cuda_kernel_exercise.py
+fi
+step pytest_cuda 240 $PY -m pytest -p no:cacheprovider -r fE -n 8 tests
+unset SCITENSOR_TEST_DEVICE
+step pytest_default 240 $PY -m pytest -p no:cacheprovider -r fE -n 8 tests
+note "== total $(( $(date +%s) - START ))s"

@@ -1,0 +1,319 @@
+// Fused attention backward (FlashAttention-2 style), three kernels:
+//
+// 1. st_attention_bwd_pre: delta = rowsum(dO * O) (float32, (B, H, SQ)) and zeroes the float32
+//    dQ accumulator (B, H, SQ, D).
+// 2. st_attention_bwd_dkdv[_causal]: one CTA per (key tile of BN = 16 * ST_ATTN_WARPS keys,
+//    batch * kv head); each warp owns 16 keys and keeps their dK, dV in registers while the CTA
+//    walks every query tile (ST_ATTN_BM rows) of every query head sharing this kv head (GQA),
+//    double-buffering Q, dO, lse and delta through shared memory with cp.async. Per query tile,
+//    with scores recomputed from q, k and the forward's logsumexp:
+//      S^T = K Q^T, P^T = exp2(S^T * scale * log2e - lse * log2e)      (mask: keys >= SK, causal)
+//      dV += P^T dO,  dP^T = V dO^T,  dS^T = P^T (dP^T - delta),  dK += dS^T Q
+//    then dS^T goes to shared memory (rounded to the input type, as FA2 does), and the CTA
+//    computes its share dQ_partial = dS K (BM x D, split over the warps) and adds it to the
+//    float32 accumulator with red.global.add.v2.f32. dQ is therefore NOT bitwise deterministic
+//    (the order of the atomic additions varies); dK and dV are.
+//    Causal: a key tile starts at the first query tile that can see it, and only tiles crossing
+//    the diagonal pay for the mask.
+// 3. st_attention_bwd_convert: dQ = accumulator * scale, in the input type.
+//
+// dK is scaled by `scale` at the end; dQ by the convert kernel. Query rows that saw no key in
+// the forward have lse = +inf, so their P is 0 and they contribute nothing.
+//
+// Compile-time configuration (-D): ST_ATTN_TYPE, ST_ATTN_D as in attention_fwd.cu,
+// ST_ATTN_WARPS (warps per CTA of the dK/dV kernel), ST_ATTN_BM (query rows per step, a
+// multiple of 16 with (BM / 16) dividing the warp count).
+// Dynamic shared memory of the dK/dV kernel:
+//   (2 * BN + 4 * BM) * (D * ES + 16) + BN * (BM * ES + 16) + 4 * BM * 4 bytes.
+#include "attention_common.cuh"
+
+#ifndef ST_ATTN_WARPS
+#define ST_ATTN_WARPS 4
+#endif
+#ifndef ST_ATTN_BM
+#define ST_ATTN_BM 64
+#endif
+
+template <class Tr, int D>
+STA_FN void attention_bwd_pre_body(const typename Tr::T* __restrict__ out,
+                                   const typename Tr::T* __restrict__ dout,
+                                   float* __restrict__ delta, float* __restrict__ dq_acc,
+                                   long long rows) {
+  constexpr int TPR = D / 8;  // threads per row, 8 elements each (a power of two <= 32)
+  const long long gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  const long long row = gid / TPR;
+  const int part = (int)(gid - row * TPR);
+  float acc = 0.f;
+  if (row < rows) {
+    float a[8], c[8];
+    Tr::load8(out + row * D + part * 8, a);
+    Tr::load8(dout + row * D + part * 8, c);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc += a[i] * c[i];
+    sta_v16 zero;
+    zero.x[0] = zero.x[1] = zero.x[2] = zero.x[3] = 0u;
+    sta_v16* z = reinterpret_cast<sta_v16*>(dq_acc + row * D + part * 8);
+    z[0] = zero;
+    z[1] = zero;
+  }
+#pragma unroll
+  for (int m = TPR / 2; m > 0; m >>= 1) acc += sta_shfl_xor(acc, m);
+  if (row < rows && part == 0) delta[row] = acc;
+}
+
+template <class Tr>
+STA_FN void attention_bwd_convert_body(const float* __restrict__ acc,
+                                       typename Tr::T* __restrict__ dq, long long n8,
+                                       float scale) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
+       i += (long long)gridDim.x * blockDim.x) {
+    float x[8];
+    StaTf32<1>::load8(acc + i * 8, x);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) x[e] *= scale;
+    Tr::store8(dq + i * 8, x);
+  }
+}
+
+template <class Tr, int D, int NW, int BM, bool CAUSAL>
+STA_FN void attention_bwd_dkdv_body(
+    const typename Tr::T* __restrict__ q, const typename Tr::T* __restrict__ k,
+    const typename Tr::T* __restrict__ v, const typename Tr::T* __restrict__ dout,
+    const float* __restrict__ lse, const float* __restrict__ delta,
+    typename Tr::T* __restrict__ dk, typename Tr::T* __restrict__ dv,
+    float* __restrict__ dq_acc, int H, int HKV, int SQ, int SK, float scale, float scale_log2,
+    unsigned char* smem) {
+  typedef typename Tr::T T;
+  typedef typename Tr::FragA FragA;
+  typedef typename Tr::FragB FragB;
+  constexpr int BN = 16 * NW, NT = 32 * NW, KS = Tr::KSTEP, ES = Tr::ES;
+  constexpr int ROW = D * ES + 16, SROW = BM * ES + 16;
+  constexpr int MCH = BM / 16, DPARTS = NW / MCH, DW = D / DPARTS;  // dQ work split
+  static_assert(D % 32 == 0 && BM % 16 == 0 && NW % MCH == 0 && DW % 16 == 0, "bad tiles");
+  unsigned char* sK = smem;
+  unsigned char* sV = sK + BN * ROW;
+  unsigned char* sQ = sV + BN * ROW;        // [2][BM] rows
+  unsigned char* sO = sQ + 2 * BM * ROW;    // [2][BM] rows of dO
+  unsigned char* sS = sO + 2 * BM * ROW;    // dS^T: [BN][BM]
+  float* sL = reinterpret_cast<float*>(sS + BN * SROW);  // [2][BM] lse * log2(e)
+  float* sD = sL + 2 * BM;                               // [2][BM] delta
+  sta_check_smem((2 * BN + 4 * BM) * ROW + BN * SROW + 16 * BM);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int num_n = (SK + BN - 1) / BN;
+  const int bhk = blockIdx.x / num_n;
+  const int n0 = (blockIdx.x - bhk * num_n) * BN;
+  const int b = bhk / HKV, hk = bhk - b * HKV, G = H / HKV;
+  const T* kb = k + (long long)bhk * SK * D;
+  const T* vb = v + (long long)bhk * SK * D;
+  const int diag = SK - SQ;
+  const int first = CAUSAL ? sta_imax(0, n0 - diag) : 0;  // first query row seeing key n0
+  const int num_m = (SQ + BM - 1) / BM;
+  const int m_first = sta_imin(first / BM, num_m);
+  const int per_head = num_m - m_first;
+  const int total = G * per_head;
+
+  // stage query tile j (head, rows) into buffer nb
+  auto issue = [&](int j, int nb) {
+    const int hq = hk * G + j / per_head;
+    const int m0 = (m_first + j % per_head) * BM;
+    const long long rbase = (long long)(b * H + hq) * SQ;
+    sta_load_rows<ES, D, BM, NT>(sQ + nb * BM * ROW, q + rbase * D, m0, SQ, tid);
+    sta_load_rows<ES, D, BM, NT>(sO + nb * BM * ROW, dout + rbase * D, m0, SQ, tid);
+    for (int i = tid; i < BM; i += NT) {
+      const bool ok = m0 + i < SQ;
+      sL[nb * BM + i] = ok ? lse[rbase + m0 + i] * STA_LOG2E : STA_INF;
+      sD[nb * BM + i] = ok ? delta[rbase + m0 + i] : 0.f;
+    }
+  };
+
+  sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
+  sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
+  if (total > 0) issue(0, 0);
+  sta_cp_async_commit();
+
+  float dka[D / 8][4], dva[D / 8][4];
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dka[j][e] = dva[j][e] = 0.f;
+  const int n_lo = n0 + warp * 16 + g;  // this thread's keys: n_lo and n_lo + 8
+
+  for (int it = 0; it < total; ++it) {
+    const int buf = it & 1;
+    sta_cp_async_wait<0>();  // query tile `it` (issued one iteration ago) has landed
+    sta_sync();  // for every thread; everyone is done with tile it - 1 and with dS^T
+    if (it + 1 < total) issue(it + 1, buf ^ 1);
+    sta_cp_async_commit();
+    const int hq = hk * G + it / per_head;
+    const int m0 = (m_first + it % per_head) * BM;
+    const unsigned char* cQ = sQ + buf * BM * ROW;
+    const unsigned char* cO = sO + buf * BM * ROW;
+    const float* cL = sL + buf * BM;
+    const float* cD = sD + buf * BM;
+
+    // S^T (16 keys x BM queries) = K_w Q^T
+    float s[BM / 8][4];
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / KS; ++kk) {
+      FragA ka;
+      Tr::load_a(ka, sK, warp * 16, kk * KS, ROW);
+#pragma unroll
+      for (int mp = 0; mp < BM / 16; ++mp) {
+        FragB bb[2];
+        Tr::load_b_nk(bb, cQ, mp * 16, kk * KS, ROW);
+        Tr::mma(s[2 * mp], ka, bb[0]);
+        Tr::mma(s[2 * mp + 1], ka, bb[1]);
+      }
+    }
+    const bool masked = (n0 + BN > SK) || (CAUSAL && n0 + BN - 1 > m0 + diag);
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ml = j * 8 + 2 * t + (e & 1);
+        float p = sta_ex2(s[j][e] * scale_log2 - cL[ml]);
+        if (masked) {
+          const int n = n_lo + (e >> 1) * 8, m = m0 + ml;
+          if (n >= SK || (CAUSAL && n > m + diag)) p = 0.f;
+        }
+        s[j][e] = p;
+      }
+    }
+    // dV += P^T dO
+#pragma unroll
+    for (int kk = 0; kk < BM / KS; ++kk) {
+      FragA pa;
+      Tr::a_from_c(pa, s, kk);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        FragB bb[2];
+        Tr::load_b_kn(bb, cO, kk * KS, dp * 16, ROW);
+        Tr::mma(dva[2 * dp], pa, bb[0]);
+        Tr::mma(dva[2 * dp + 1], pa, bb[1]);
+      }
+    }
+    // dP^T = V_w dO^T, then dS^T = P^T (dP^T - delta)
+    float ds[BM / 8][4];
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j) ds[j][0] = ds[j][1] = ds[j][2] = ds[j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / KS; ++kk) {
+      FragA va;
+      Tr::load_a(va, sV, warp * 16, kk * KS, ROW);
+#pragma unroll
+      for (int mp = 0; mp < BM / 16; ++mp) {
+        FragB bb[2];
+        Tr::load_b_nk(bb, cO, mp * 16, kk * KS, ROW);
+        Tr::mma(ds[2 * mp], va, bb[0]);
+        Tr::mma(ds[2 * mp + 1], va, bb[1]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ds[j][e] = s[j][e] * (ds[j][e] - cD[j * 8 + 2 * t + (e & 1)]);
+    // dK += dS^T Q
+#pragma unroll
+    for (int kk = 0; kk < BM / KS; ++kk) {
+      FragA da;
+      Tr::a_from_c(da, ds, kk);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        FragB bb[2];
+        Tr::load_b_kn(bb, cQ, kk * KS, dp * 16, ROW);
+        Tr::mma(dka[2 * dp], da, bb[0]);
+        Tr::mma(dka[2 * dp + 1], da, bb[1]);
+      }
+    }
+    // dS^T -> shared memory, rows = this warp's keys
+#pragma unroll
+    for (int j = 0; j < BM / 8; ++j)
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+        Tr::store2(reinterpret_cast<T*>(sS + (warp * 16 + g + 8 * i) * SROW) + j * 8 + 2 * t,
+                   ds[j][2 * i], ds[j][2 * i + 1]);
+    sta_sync();
+    // dQ_partial (rows mc*16.., cols dpart*DW..) = dS K over this CTA's keys
+    {
+      const int mc = warp % MCH, dpart = warp / MCH;
+      float dq[DW / 8][4];
+#pragma unroll
+      for (int j = 0; j < DW / 8; ++j) dq[j][0] = dq[j][1] = dq[j][2] = dq[j][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < BN / KS; ++kk) {
+        FragA sa;
+        Tr::load_a_kn(sa, sS, mc * 16, kk * KS, SROW);
+#pragma unroll
+        for (int np = 0; np < DW / 16; ++np) {
+          FragB bb[2];
+          Tr::load_b_kn(bb, sK, kk * KS, dpart * DW + np * 16, ROW);
+          Tr::mma(dq[2 * np], sa, bb[0]);
+          Tr::mma(dq[2 * np + 1], sa, bb[1]);
+        }
+      }
+      float* dqb = dq_acc + (long long)(b * H + hq) * SQ * D + dpart * DW + 2 * t;
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int row = m0 + mc * 16 + g + 8 * i;
+        if (row < SQ) {
+#pragma unroll
+          for (int j = 0; j < DW / 8; ++j)
+            sta_red_add2(dqb + (long long)row * D + j * 8, dq[j][2 * i], dq[j][2 * i + 1]);
+        }
+      }
+    }
+  }
+  sta_cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int n = n_lo + 8 * i;
+    if (n < SK) {
+      T* dkr = dk + ((long long)bhk * SK + n) * D + 2 * t;
+      T* dvr = dv + ((long long)bhk * SK + n) * D + 2 * t;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        Tr::store2(dkr + j * 8, dka[j][2 * i] * scale, dka[j][2 * i + 1] * scale);
+        Tr::store2(dvr + j * 8, dva[j][2 * i], dva[j][2 * i + 1]);
+      }
+    }
+  }
+}
+
+#ifndef SCITENSOR_EMULATE
+typedef StaTraits::T StaT;
+
+extern "C" __global__ void st_attention_bwd_pre(const void* out, const void* dout, float* delta,
+                                                float* dq_acc, long long rows) {
+  attention_bwd_pre_body<StaTraits, ST_ATTN_D>((const StaT*)out, (const StaT*)dout, delta,
+                                               dq_acc, rows);
+}
+
+extern "C" __global__ void st_attention_bwd_convert(const float* acc, void* dq, long long n8,
+                                                    float scale) {
+  attention_bwd_convert_body<StaTraits>(acc, (StaT*)dq, n8, scale);
+}
+
+#define STA_BWD_ARGS                                                                        \
+  const void *q, const void *k, const void *v, const void *dout, const float *lse,          \
+      const float *delta, void *dk, void *dv, float *dq_acc, int H, int HKV, int SQ, int SK, \
+      float scale, float scale_log2
+#define STA_BWD_CALL(CAUSAL)                                                                  \
+  extern __shared__ __align__(16) unsigned char smem[];                                       \
+  attention_bwd_dkdv_body<StaTraits, ST_ATTN_D, ST_ATTN_WARPS, ST_ATTN_BM, CAUSAL>(           \
+      (const StaT*)q, (const StaT*)k, (const StaT*)v, (const StaT*)dout, lse, delta, (StaT*)dk, \
+      (StaT*)dv, dq_acc, H, HKV, SQ, SK, scale, scale_log2, smem)
+
+extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32)
+    st_attention_bwd_dkdv(STA_BWD_ARGS) {
+  STA_BWD_CALL(false);
+}
+extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32)
+    st_attention_bwd_dkdv_causal(STA_BWD_ARGS) {
+  STA_BWD_CALL(true);
+}
+#endif

@@ -1,0 +1,246 @@
+// Fused attention forward (FlashAttention-2 style): out = softmax(q k^T * scale) v and the
+// per-row logsumexp, without materialising the score matrix.
+//
+// One CTA owns BM = 16 * ST_ATTN_MW * ST_ATTN_WARPS query rows of one (batch, head); each warp
+// owns 16 * ST_ATTN_MW of them (MW = 2 reuses every K/V fragment read from shared memory for two
+// m16 tiles, halving shared-memory traffic per MMA). Q is loaded once into registers (A
+// fragments) when they fit, else re-read per tile from shared memory; K and V tiles of
+// ST_ATTN_BN keys stream through shared memory with cp.async, double-buffered (tile j+1 loads
+// while tile j computes).
+// Per tile: S = Q K^T on tensor cores, the online softmax in registers (running max m, running
+// sum l, rescale of the output accumulator by 2^(m_old - m_new)), then O += P V with P taken
+// straight from the S accumulators (see attention_common.cuh). Scores are kept in log2 units
+// (scale * log2(e) folded in) so each probability is one ex2.
+//
+// Masking: keys >= SK (last tile) and, with causal, key j > row i + (SK - SQ) (bottom-right
+// aligned) are -inf; only tiles that need it pay for the mask, and with causal the CTA stops at
+// the last key its last row can see, so fully masked tiles are never loaded. CTAs of causal
+// launches take the heaviest query tiles first.
+//
+// Grid: one CTA per (query tile, batch * head), x = tile + num_tiles * (b * H + h).
+// Outputs: out (B, H, SQ, D) in the input type; lse (B, H, SQ) float32, natural log, +inf for
+// rows that see no key (their output row is 0).
+//
+// Compile-time configuration (-D): ST_ATTN_TYPE (attention_common.cuh), ST_ATTN_D (32, 64,
+// 128), ST_ATTN_WARPS (warps per CTA), ST_ATTN_MW (m16 tiles per warp, 1 or 2), ST_ATTN_BN
+// (keys per tile, a multiple of 16).
+// Dynamic shared memory: (BM + 4 * BN) * (D * ES + 16) bytes.
+#include "attention_common.cuh"
+
+#ifndef ST_ATTN_WARPS
+#define ST_ATTN_WARPS 4
+#endif
+#ifndef ST_ATTN_BN
+#define ST_ATTN_BN 64
+#endif
+#ifndef ST_ATTN_MW
+#define ST_ATTN_MW 1
+#endif
+
+template <class Tr, int D, int NW, int MW, int BN, bool CAUSAL>
+STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
+                               const typename Tr::T* __restrict__ k,
+                               const typename Tr::T* __restrict__ v,
+                               typename Tr::T* __restrict__ out, float* __restrict__ lse,
+                               int H, int HKV, int SQ, int SK, float scale_log2,
+                               unsigned char* smem) {
+  typedef typename Tr::T T;
+  typedef typename Tr::FragA FragA;
+  typedef typename Tr::FragB FragB;
+  constexpr int BM = 16 * MW * NW, NT = 32 * NW, KS = Tr::KSTEP, ES = Tr::ES;
+  constexpr int ROW = D * ES + 16;
+  // Q fragments stay in registers when they take at most 32 registers (64 with one m tile)
+  constexpr int QREGS = MW * (D / KS) * 4 * Tr::SPLIT;
+  constexpr bool QREG = QREGS <= 32 || (MW == 1 && QREGS <= 64);
+  static_assert(D % 32 == 0 && BN % 16 == 0, "head dim must be a multiple of 32, BN of 16");
+  unsigned char* sQ = smem;
+  unsigned char* sK = sQ + BM * ROW;      // [2][BN] rows
+  unsigned char* sV = sK + 2 * BN * ROW;  // [2][BN] rows
+  sta_check_smem((BM + 4 * BN) * ROW);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int num_m = (SQ + BM - 1) / BM;
+  const int bh = blockIdx.x / num_m;
+  int mt = blockIdx.x - bh * num_m;
+  if (CAUSAL) mt = num_m - 1 - mt;  // heaviest tiles first
+  const int m0 = mt * BM;
+  const int b = bh / H, h = bh - b * H, hk = h / (H / HKV);
+  const T* qb = q + (long long)bh * SQ * D;
+  const T* kb = k + (long long)(b * HKV + hk) * SK * D;
+  const T* vb = v + (long long)(b * HKV + hk) * SK * D;
+  const int diag = SK - SQ;  // row i sees keys j <= i + diag (causal)
+  const int n_end = CAUSAL ? sta_imin(SK, m0 + BM + diag) : SK;
+  const int n_tiles = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+
+  if (n_tiles > 0) {
+    sta_load_rows<ES, D, BM, NT>(sQ, qb, m0, SQ, tid);
+    sta_load_rows<ES, D, BN, NT>(sK, kb, 0, SK, tid);
+    sta_load_rows<ES, D, BN, NT>(sV, vb, 0, SK, tid);
+  }
+  sta_cp_async_commit();
+
+  // this warp owns query rows wrow + 16 i + {g, g + 8}, i < MW
+  const int wrow = warp * 16 * MW;
+  float o[MW][D / 8][4];
+  float mrow[MW][2], lrow[MW][2];  // running max (log2 units), partial running sum
+#pragma unroll
+  for (int i = 0; i < MW; ++i) {
+    mrow[i][0] = mrow[i][1] = -STA_INF;
+    lrow[i][0] = lrow[i][1] = 0.f;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) o[i][j][0] = o[i][j][1] = o[i][j][2] = o[i][j][3] = 0.f;
+  }
+  FragA qf[QREG ? MW : 1][QREG ? D / KS : 1];
+
+  for (int it = 0; it < n_tiles; ++it) {
+    const int buf = it & 1;
+    sta_cp_async_wait<0>();  // tile `it` (issued one iteration ago) has landed
+    sta_sync();              // ... for every thread; and everyone is done with tile it - 1
+    if (it + 1 < n_tiles) {  // so its buffer takes tile it + 1 while tile it computes
+      sta_load_rows<ES, D, BN, NT>(sK + (buf ^ 1) * BN * ROW, kb, (it + 1) * BN, SK, tid);
+      sta_load_rows<ES, D, BN, NT>(sV + (buf ^ 1) * BN * ROW, vb, (it + 1) * BN, SK, tid);
+    }
+    sta_cp_async_commit();
+    if (QREG && it == 0) {
+#pragma unroll
+      for (int i = 0; i < MW; ++i)
+#pragma unroll
+        for (int kk = 0; kk < D / KS; ++kk)
+          Tr::load_a(qf[QREG ? i : 0][QREG ? kk : 0], sQ, wrow + 16 * i, kk * KS, ROW);
+    }
+    const unsigned char* cK = sK + buf * BN * ROW;
+    const unsigned char* cV = sV + buf * BN * ROW;
+
+    // S = Q K^T
+    float s[MW][BN / 8][4];
+#pragma unroll
+    for (int i = 0; i < MW; ++i)
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) s[i][j][0] = s[i][j][1] = s[i][j][2] = s[i][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / KS; ++kk) {
+      FragA qa[MW];
+      if (!QREG) {
+#pragma unroll
+        for (int i = 0; i < MW; ++i) Tr::load_a(qa[i], sQ, wrow + 16 * i, kk * KS, ROW);
+      }
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        FragB bb[2];
+        Tr::load_b_nk(bb, cK, np * 16, kk * KS, ROW);
+#pragma unroll
+        for (int i = 0; i < MW; ++i) {
+          const FragA& a = QREG ? qf[QREG ? i : 0][QREG ? kk : 0] : qa[i];
+          Tr::mma(s[i][2 * np], a, bb[0]);
+          Tr::mma(s[i][2 * np + 1], a, bb[1]);
+        }
+      }
+    }
+
+    // online softmax, one m16 tile at a time
+    const int n0 = it * BN;
+    const bool masked = (n0 + BN > SK) || (CAUSAL && n0 + BN - 1 > m0 + diag);
+#pragma unroll
+    for (int i = 0; i < MW; ++i) {
+      const int r_lo = m0 + wrow + 16 * i + g;
+      float mx[2] = {-STA_INF, -STA_INF};
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[i][j][e] * scale_log2;
+          if (masked) {
+            const int col = n0 + j * 8 + 2 * t + (e & 1), row = r_lo + (e >> 1) * 8;
+            if (col >= SK || (CAUSAL && col > row + diag)) x = -STA_INF;
+          }
+          s[i][j][e] = x;
+          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+      }
+      float base[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], sta_shfl_xor(mx[r], 1));  // a row lives in the 4 lanes of a group
+        mx[r] = fmaxf(mx[r], sta_shfl_xor(mx[r], 2));
+        const float mnew = fmaxf(mrow[i][r], mx[r]);
+        base[r] = mnew == -STA_INF ? 0.f : mnew;  // all masked so far: keep exp2 away from NaN
+        const float alpha = sta_ex2(mrow[i][r] - base[r]);
+        mrow[i][r] = mnew;
+        lrow[i][r] *= alpha;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+          o[i][j][2 * r] *= alpha;
+          o[i][j][2 * r + 1] *= alpha;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float p = sta_ex2(s[i][j][e] - base[e >> 1]);
+          s[i][j][e] = p;
+          lrow[i][e >> 1] += p;
+        }
+      }
+    }
+
+    // O += P V
+#pragma unroll
+    for (int kk = 0; kk < BN / KS; ++kk) {
+      FragA pa[MW];
+#pragma unroll
+      for (int i = 0; i < MW; ++i) Tr::a_from_c(pa[i], s[i], kk);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        FragB bb[2];
+        Tr::load_b_kn(bb, cV, kk * KS, dp * 16, ROW);
+#pragma unroll
+        for (int i = 0; i < MW; ++i) {
+          Tr::mma(o[i][2 * dp], pa[i], bb[0]);
+          Tr::mma(o[i][2 * dp + 1], pa[i], bb[1]);
+        }
+      }
+    }
+  }
+  sta_cp_async_wait<0>();
+
+#pragma unroll
+  for (int i = 0; i < MW; ++i) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = lrow[i][r];
+      l += sta_shfl_xor(l, 1);
+      l += sta_shfl_xor(l, 2);
+      const int row = m0 + wrow + 16 * i + g + 8 * r;
+      if (row < SQ) {
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        T* orow = out + ((long long)bh * SQ + row) * D + 2 * t;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j)
+          Tr::store2(orow + j * 8, o[i][j][2 * r] * inv, o[i][j][2 * r + 1] * inv);
+        if (t == 0)
+          lse[(long long)bh * SQ + row] = l > 0.f ? (mrow[i][r] + sta_lg2(l)) * STA_LN2 : STA_INF;
+      }
+    }
+  }
+}
+
+#ifndef SCITENSOR_EMULATE
+#define STA_FWD_ARGS                                                                          \
+  const void *q, const void *k, const void *v, void *out, float *lse, int H, int HKV, int SQ, \
+      int SK, float scale_log2
+#define STA_FWD_CALL(CAUSAL)                                                                   \
+  extern __shared__ __align__(16) unsigned char smem[];                                        \
+  typedef StaTraits::T T;                                                                      \
+  attention_fwd_body<StaTraits, ST_ATTN_D, ST_ATTN_WARPS, ST_ATTN_MW, ST_ATTN_BN, CAUSAL>(   \
+      (const T*)q, (const T*)k, (const T*)v, (T*)out, lse, H, HKV, SQ, SK, scale_log2, smem)
+
+extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32) st_attention_fwd(STA_FWD_ARGS) {
+  STA_FWD_CALL(false);
+}
+extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32)
+    st_attention_fwd_causal(STA_FWD_ARGS) {
+  STA_FWD_CALL(true);
+}
+#endif

@@ -1,0 +1,138 @@
+"""Adam and AdamW (decoupled weight decay), with PyTorch's update rules, applied in place."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .optimizer import Optimizer
+
+__all__ = ["Adam", "AdamW"]
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba, 2015), matching ``torch.optim.Adam``.
+
+    For each parameter ``p`` with gradient ``g``, at step ``t``::
+
+        g = g + weight_decay * p                      # L2 penalty (Adam only)
+        m = m + (1 - beta1) * (g - m)                 # = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        v_max = max(v_max, v)                         # amsgrad only; used instead of v
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Args:
+        params: tensors or parameter groups (see :class:`Optimizer`).
+        lr: learning rate.
+        betas: ``(beta1, beta2)`` decay rates of the moment estimates.
+        eps: added to the denominator for numerical stability.
+        weight_decay: L2 penalty added to the gradient (see :class:`AdamW` for decoupled).
+        amsgrad: use the running maximum of ``v`` (Reddi et al., 2018).
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor import optim
+        >>> w = st.tensor([1.0, -1.0], requires_grad=True)
+        >>> opt = optim.Adam([w], lr=0.1)
+        >>> (w * w).sum().backward(); opt.step()
+        >>> [round(v, 4) for v in w.tolist()]
+        [0.9, -0.9]
+    """
+
+    _decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+                                  "weight_decay": weight_decay, "amsgrad": amsgrad})
+
+    def _check_hyper(self, group: dict[str, Any]) -> None:
+        super()._check_hyper(group)
+        betas = group["betas"]
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"{self._name}: betas must be two numbers in [0, 1), got {betas!r}")
+        if not group["eps"] >= 0:
+            raise ValueError(f"{self._name}: eps must be >= 0, got {group['eps']!r}")
+
+    def _update_group(self, group: dict[str, Any]) -> None:
+        lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+        wd, amsgrad = group["weight_decay"], group["amsgrad"]
+        decoupled = self._decoupled
+        name = self._name
+        for p in group["params"]:
+            g = self._grad_array(p, name)
+            if g is None:
+                continue
+            d = self._writable(p)
+            xp = p.backend.xp
+            state = self.state.get(p)
+            if state is None:
+                state = self.state[p] = {"step": 0, "exp_avg": xp.zeros_like(d),
+                                         "exp_avg_sq": xp.zeros_like(d)}
+                if amsgrad:
+                    state["max_exp_avg_sq"] = xp.zeros_like(d)
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            self._state_arrays_on(p, (m, v), name)
+            state["step"] = t = state["step"] + 1
+            if wd:
+                if decoupled:
+                    d *= 1.0 - lr * wd
+                else:
+                    decayed = self._scratch_array(p, d, 1)
+                    xp.multiply(d, wd, out=decayed)
+                    decayed += g
+                    g = decayed
+            tmp = self._scratch_array(p, d, 0)
+            # m.lerp_(g, 1 - b1) as PyTorch computes it: m + w * (g - m)
+            xp.subtract(g, m, out=tmp)
+            tmp *= 1.0 - b1
+            m += tmp
+            # v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            v *= b2
+            xp.multiply(g, 1.0 - b2, out=tmp)
+            tmp *= g
+            v += tmp
+            if amsgrad:
+                vmax = state["max_exp_avg_sq"]
+                xp.maximum(vmax, v, out=vmax)
+                v = vmax
+            step_size = lr / (1.0 - b1**t)
+            xp.sqrt(v, out=tmp)
+            tmp /= math.sqrt(1.0 - b2**t)
+            tmp += eps
+            # p.addcdiv_(m, denom, value=-step_size)
+            xp.divide(m, tmp, out=tmp)
+            tmp *= -step_size
+            d += tmp
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``.
+
+    Each step first shrinks the parameter, ``p = p * (1 - lr * weight_decay)``, then applies
+    the Adam update without any L2 term in the gradient.
+
+    Args:
+        params: tensors or parameter groups (see :class:`Optimizer`).
+        lr: learning rate.
+        betas: ``(beta1, beta2)``.
+        eps: denominator term.
+        weight_decay: decoupled decay rate (default 0.01, as in PyTorch).
+        amsgrad: use the running maximum of the second moment.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor import optim
+        >>> w = st.tensor([1.0], requires_grad=True)
+        >>> opt = optim.AdamW([w], lr=0.1, weight_decay=0.5)
+        >>> (w * 0.0).sum().backward(); opt.step()
+        >>> round(w.item(), 4)
+        0.95
+    """
+
+    _decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad)
