@@ -1,5 +1,7 @@
 """jit on the CPU runs the function as is; on CUDA it captures and replays (same semantics)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,63 @@ def test_unhashable_argument_is_a_clear_error():
 def test_gpu_run_returns_completed_result(device):
     out = st.gpu.run(lambda x: (x + 1).sum(), st.ones(4, device=device))
     assert out.item() == 8.0
+
+
+def _cuda_only(device):
+    if device.type != "cuda":
+        pytest.skip("CUDA graph capture behaviour")
+
+
+def test_dropout_draws_fresh_masks_on_every_replay(device):
+    _cuda_only(device)
+    from scitensor.nn import functional as F
+
+    jf = st.jit(lambda x: F.dropout(x, 0.5, training=True))
+    x = st.ones(4096, device=device)
+    masks = [jf(x).numpy() != 0 for _ in range(5)]  # eager, capture+replay, replays
+    for a, b in itertools.pairwise(masks):
+        assert (a != b).any(), "two calls drew the same dropout mask"
+    for m in masks:
+        assert 0.4 < m.mean() < 0.6
+
+
+def test_random_numbers_are_fresh_on_replay(device):
+    _cuda_only(device)
+    jf = st.jit(lambda x: x + st.rand(64, device=x.device))
+    z = st.zeros(64, device=device)
+    outs = [jf(z).numpy() for _ in range(4)]
+    assert len({o.tobytes() for o in outs}) == 4
+
+
+@pytest.mark.parametrize("what", ["item", "numpy", "repr", "bool"])
+def test_host_sync_inside_capture_raises(device, what):
+    _cuda_only(device)
+
+    def f(x):
+        y = x * 2
+        if what == "item":
+            y.sum().item()
+        elif what == "numpy":
+            y.numpy()
+        elif what == "repr":
+            repr(y)
+        elif y.sum():
+            pass
+        return y
+
+    jf = st.jit(f)
+    x = st.ones(3, device=device)
+    jf(x)  # eager warm-up is fine
+    with pytest.raises(st.HostSyncInCaptureError, match="jit"):
+        jf(x)
+
+
+def test_inputs_reach_the_graph_on_every_call(device):
+    _cuda_only(device)
+    jf = st.jit(lambda x, y: x @ y)
+    for _ in range(5):
+        x = st.randn(8, 16, device=device)
+        y = st.randn(16, 4, device=device)
+        np.testing.assert_allclose(jf(x, y).numpy(), x.numpy() @ y.numpy(), rtol=1e-4,
+                                   atol=1e-5)
+    assert jf.stats["captures"] == 1 and jf.stats["replays"] == 3

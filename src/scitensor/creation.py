@@ -318,7 +318,7 @@ def rand(*shape, dtype=None, device=None, generator=None, requires_grad=False) -
     dev = _device(device)
     g = _gen(generator, "rand")
     be = dev.backend
-    data = be.uniform(_shape(shape, "rand"), d, g.seed, g.next_offset())
+    data = be.uniform(_shape(shape, "rand"), d, g.seed, g.next_offset(dev))
     below_one = _BELOW_ONE.get(d)
     if below_one is not None:
         data = be.minimum(data, be.scalar(below_one, d))
@@ -332,7 +332,7 @@ def randn(*shape, dtype=None, device=None, generator=None, requires_grad=False) 
         raise TypeError(f"randn: dtype must be floating, got {d}")
     dev = _device(device)
     g = _gen(generator, "randn")
-    data = dev.backend.normal(_shape(shape, "randn"), d, g.seed, g.next_offset())
+    data = dev.backend.normal(_shape(shape, "randn"), d, g.seed, g.next_offset(dev))
     return _finish(data, dev, requires_grad, "randn")
 
 
@@ -371,7 +371,7 @@ def randint(low: int, high: int | None = None, size=(), dtype=None, device=None,
     dev = _device(device)
     g = _gen(generator, "randint")
     return wrap(dev.backend.randint(int(low), int(high), _shape(tuple(size), "randint"), d,
-                                    g.seed, g.next_offset()), dev)
+                                    g.seed, g.next_offset(dev)), dev)
 
 
 def rand_like(x: Tensor, dtype=None, device=None, generator=None) -> Tensor:

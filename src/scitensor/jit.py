@@ -40,7 +40,7 @@ import numbers
 from .autodiff.functional import tree_flatten, tree_unflatten
 from .autodiff.mode import GRAD_ENABLED
 from .device import get_default_device
-from .runtime import CAPTURING, REPLAY_HOOKS
+from .runtime import CAPTURING, REPLAY_HOOKS, HostSyncInCaptureError
 from .tensor import Tensor, wrap
 
 __all__ = ["JitFunction", "jit"]
@@ -98,7 +98,19 @@ class JitFunction:
             self.stats["eager"] += 1
             return self.fn(*args, **kwargs)
         if entry is None:
-            entry = self.cache[key] = _capture(self, device, leaves, spec)
+            try:
+                entry = _capture(self, device, leaves, spec)
+            except HostSyncInCaptureError:
+                self.cache[key] = False
+                raise
+            except Exception as e:
+                self.cache[key] = False  # later calls with this signature run eagerly
+                raise RuntimeError(
+                    f"jit({self.__name__}): capturing the CUDA graph failed ({type(e).__name__}:"
+                    f" {e}). Later calls with these argument shapes run eagerly; state the "
+                    "function changed during the failed capture (e.g. .grad) may be stale, so "
+                    "zero gradients before the next step") from e
+            self.cache[key] = entry
             self.stats["captures"] += 1
         else:
             self.stats["replays"] += 1

@@ -38,6 +38,13 @@ PRIMITIVES = {
     "indexing": ["getitem", "setitem", "add_at", "take_along_axis", "index_add",
                  "scatter_add", "one_hot", "sort", "argsort"],
     "linalg": ["matmul"],
+    "pooling": ["max_pool2d", "max_pool2d_backward", "max_pool2d_gather", "max_pool2d_indices",
+                "avg_pool2d", "avg_pool2d_backward", "adaptive_avg_pool2d",
+                "adaptive_avg_pool2d_backward"],
+    "batchnorm": ["batch_norm_stats", "batch_norm_train_forward", "batch_norm_backward",
+                  "batch_norm_update_running_inplace", "channel_affine", "dropout_apply"],
+    "conv": ["conv2d", "conv_transpose2d", "conv2d_weight"],
+    "attention": ["attention_forward", "attention_backward"],
 }
 
 

@@ -13,22 +13,15 @@ Example:
 """
 
 from . import functional, init
+from .conv import Conv2d, ConvTranspose2d
+from .dropout import Dropout
 from .layers import GELU, Dense, Flatten, Identity, Linear, ReLU, Sequential
 from .module import LoadResult, Module
-from .parameter import Parameter
-
-__all__ = ["GELU", "Dense", "Flatten", "Identity", "Linear", "LoadResult", "Module",
-           "Parameter", "ReLU", "Sequential", "functional", "init"]
-
-# pooling, batch norm and dropout layers (issue 7)
-from .dropout import Dropout
 from .normalization import BatchNorm1d, BatchNorm2d
+from .parameter import Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
-__all__ += ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout",
-            "MaxPool2d"]
-
-# convolution layers (issue 8)
-from .conv import Conv2d, ConvTranspose2d  # noqa: E402
-
-__all__ += ["Conv2d", "ConvTranspose2d"]
+__all__ = ["GELU", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "Conv2d",
+           "ConvTranspose2d", "Dense", "Dropout", "Flatten", "Identity", "Linear",
+           "LoadResult", "MaxPool2d", "Module", "Parameter", "ReLU", "Sequential", "functional",
+           "init"]

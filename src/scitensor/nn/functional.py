@@ -6,9 +6,16 @@ Everything here is a composition of scitensor ops, so gradients flow through it.
 from __future__ import annotations
 
 from .. import ops
+from ..ops.attention import scaled_dot_product_attention
+from ..ops.batchnorm import batch_norm
+from ..ops.conv import conv2d, conv2d_weight, conv_transpose2d
+from ..ops.dropout import dropout
+from ..ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from ..tensor import Tensor
 
-__all__ = ["cross_entropy", "gelu", "linear", "mse_loss", "nll_loss", "relu"]
+__all__ = ["adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "conv2d", "conv2d_weight",
+           "conv_transpose2d", "cross_entropy", "dropout", "gelu", "linear", "max_pool2d",
+           "mse_loss", "nll_loss", "relu", "scaled_dot_product_attention"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 

@@ -59,7 +59,8 @@ def dropout(x, p: float = 0.5, training: bool = True, generator: Generator | Non
     if p == 1:
         return mul(x, 0.0)
     gen = default_generator if generator is None else generator
-    mask = x.backend.bernoulli_mask(x.shape, 1.0 - float(p), gen.seed, gen.next_offset())
+    mask = x.backend.bernoulli_mask(x.shape, 1.0 - float(p), gen.seed,
+                                    gen.next_offset(x.device))
     out = _masked_scale(x, mask, 1.0 / (1.0 - float(p)))
     sync_if_requested(x.device)
     return out

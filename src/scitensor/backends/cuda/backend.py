@@ -30,11 +30,15 @@ from ... import dtypes as dt
 from ..base import PRIMITIVES
 from ..xp import ArrayBackend
 from . import memory
+from .attention import CudaAttentionPrimitives
 from .compat import NumpyCompatPrimitives
 from .compiler import load_module
+from .conv import CudaConvPrimitives
 from .cublaslt import CublasLt
 from .elementwise import DTYPE_CODE, ElementwiseKernels, check_fast_alloc, new_array
 from .errors import CudaError
+from .graphs import CudaGraphPrimitives
+from .pooling import CudaPoolingPrimitives
 
 __all__ = ["CudaBackend"]
 
@@ -45,7 +49,7 @@ _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 _RETRYABLE = (TypeError, NotImplementedError, cupy.cuda.compiler.CompileException)
 _GUARDED = (MemoryError, cupy.cuda.runtime.CUDARuntimeError, *_RETRYABLE)
-_INPLACE = {"setitem", "add_at"}
+_INPLACE = {"setitem", "add_at", "batch_norm_update_running_inplace"}
 _CREATION = {"empty", "zeros", "full"}
 _UNARY_KERNELS = set(PRIMITIVES["unary"])
 _BINARY_KERNELS = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt",
@@ -107,7 +111,8 @@ def _fast_binary(name: str):
     return method
 
 
-class CudaBackend(NumpyCompatPrimitives, ArrayBackend):
+class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaPoolingPrimitives,
+                  CudaGraphPrimitives, NumpyCompatPrimitives, ArrayBackend):
     """Runs every primitive on one CUDA device. Work is asynchronous (see module docs)."""
 
     name = "cuda"
@@ -129,6 +134,8 @@ class CudaBackend(NumpyCompatPrimitives, ArrayBackend):
         self._ew = ElementwiseKernels(device.index, self.arch, self.sm_count)
         with self.cp_device:
             check_fast_alloc()
+            # random kernels add *offset_delta to their offset; eager launches read this zero
+            self._zero_delta = cupy.zeros(1, dtype=np.uint64)
         self._random = None
         self._blas = None
         if cupy.cuda.runtime.getDeviceCount() > 1:
@@ -287,29 +294,43 @@ class CudaBackend(NumpyCompatPrimitives, ArrayBackend):
             k(blocks, 256, _get_stream(self.index).ptr, out.data.ptr, n, *args)
         return out
 
+    def _offset_args(self, offset):
+        """``(offset, delta_ptr)``: a plain offset reads a device zero; a captured one
+        (:class:`scitensor.random.CapturedOffset`) reads its generator's replay delta."""
+        ptr = getattr(offset, "delta_ptr", None)
+        if ptr is None:
+            return int(offset), self._zero_delta.data.ptr
+        return int(offset.baked), ptr
+
     def uniform(self, shape, dtype, seed, offset):
+        offset, delta = self._offset_args(offset)
         if dtype.np == _F64:
-            return self._rand_launch("st_uniform_f64", "pqQQ", shape, _F64, 2, seed, offset)
-        out = self._rand_launch("st_uniform_f32", "pqQQ", shape, _F32, 4, seed, offset)
+            return self._rand_launch("st_uniform_f64", "pqQQp", shape, _F64, 2, seed, offset,
+                                     delta)
+        out = self._rand_launch("st_uniform_f32", "pqQQp", shape, _F32, 4, seed, offset, delta)
         return self.astype(out, dtype)
 
     def normal(self, shape, dtype, seed, offset):
+        offset, delta = self._offset_args(offset)
         if dtype.np == _F64:
-            return self._rand_launch("st_normal_f64", "pqQQ", shape, _F64, 2, seed, offset)
-        out = self._rand_launch("st_normal_f32", "pqQQ", shape, _F32, 2, seed, offset)
+            return self._rand_launch("st_normal_f64", "pqQQp", shape, _F64, 2, seed, offset,
+                                     delta)
+        out = self._rand_launch("st_normal_f32", "pqQQp", shape, _F32, 2, seed, offset, delta)
         return self.astype(out, dtype)
 
     def randint(self, low, high, shape, dtype, seed, offset):
+        offset, delta = self._offset_args(offset)
         span = int(high) - int(low)
         if not 0 < span < (1 << 64):
             raise ValueError(f"randint: need low < high, got low={low}, high={high}")
-        out = self._rand_launch("st_randint_i64", "pqQQqQ", shape, np.dtype(np.int64), 2,
-                                seed, offset, int(low), span)
+        out = self._rand_launch("st_randint_i64", "pqQQqQp", shape, np.dtype(np.int64), 2,
+                                seed, offset, int(low), span, delta)
         return self.astype(out, dtype)
 
     def bernoulli_mask(self, shape, p_keep, seed, offset):
-        return self._rand_launch("st_bernoulli", "pqQQf", shape, np.dtype(np.bool_), 4,
-                                 seed, offset, float(p_keep))
+        offset, delta = self._offset_args(offset)
+        return self._rand_launch("st_bernoulli", "pqQQfp", shape, np.dtype(np.bool_), 4,
+                                 seed, offset, float(p_keep), delta)
 
     # ---- linear algebra -------------------------------------------------------------------
     def matmul(self, a, b):

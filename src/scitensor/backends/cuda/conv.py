@@ -90,7 +90,7 @@ class CudaConvPrimitives(ConvPrimitives):
             k = table[(name, dtype)] = mod.function(name, _SIGS[name])
         return k
 
-    def _rows(self, name, dtype, rows, count, *args):
+    def _conv_rows(self, name, dtype, rows, count, *args):
         """Launch a row kernel over ``rows`` rows of ``count`` pixels each."""
         threads = min(THREADS, -(-count // 32) * 32)
         bpr = -(-count // threads)
@@ -117,14 +117,14 @@ class CudaConvPrimitives(ConvPrimitives):
         r = c * kh * kw
         shape = (n, r, ho * wo) if batch_major else (r, n, ho * wo)
         cols = cupy.ndarray(shape, x.dtype)  # every element is written
-        self._rows("st_im2col", x.dtype, n * r, ho * wo, _ptr(x), _ptr(cols), n, c, h, w,
+        self._conv_rows("st_im2col", x.dtype, n * r, ho * wo, _ptr(x), _ptr(cols), n, c, h, w,
                    ho, wo, *geo, int(batch_major))
         return cols
 
     def _swap01(self, src, bias, a, b, p):
         """``(a, b, p)`` -> ``(b, a, p)``, adding ``bias[a]`` when given."""
         dst = self._ew._new((b, a, p), src.dtype)
-        self._rows("st_swap01", src.dtype, a * b, p, _ptr(src), _ptr(bias), _ptr(dst), a, b, p)
+        self._conv_rows("st_swap01", src.dtype, a * b, p, _ptr(src), _ptr(bias), _ptr(dst), a, b, p)
         return dst
 
     @staticmethod
@@ -143,7 +143,7 @@ class CudaConvPrimitives(ConvPrimitives):
         p, dtype = ho * wo, x.dtype
         if cg == 1 and groups > 1:
             y = self._ew._new((n, k, ho, wo), dtype)
-            self._rows("st_depthwise_fwd", dtype, n * k, p, _ptr(x), _ptr(w), _ptr(bias),
+            self._conv_rows("st_depthwise_fwd", dtype, n * k, p, _ptr(x), _ptr(w), _ptr(bias),
                        _ptr(y), n, c, h, wd, k, ho, wo, *geo)
             return y
         r = c * kh * kw
@@ -151,7 +151,7 @@ class CudaConvPrimitives(ConvPrimitives):
             cols = self._im2col_gpu(x, (kh, kw), out_hw, geo, True)
             y = self.matmul(w.reshape(k, r), cols)  # (N, K, P): NCHW already
             if bias is not None:
-                self._rows("st_add_channel_bias", dtype, n * k, p, _ptr(y), _ptr(bias), k, p)
+                self._conv_rows("st_add_channel_bias", dtype, n * k, p, _ptr(y), _ptr(bias), k, p)
             return y.reshape(n, k, ho, wo)
         cols = self._im2col_gpu(x, (kh, kw), out_hw, geo, False)
         yc = self.matmul(w.reshape(groups, k // groups, r // groups),
@@ -171,7 +171,7 @@ class CudaConvPrimitives(ConvPrimitives):
         p, dtype = ho * wo, y.dtype
         dx = self._ew._new((n, c, h, wd), dtype)
         if cg == 1 and groups > 1:
-            self._rows("st_depthwise_bwd_input", dtype, n * c, h * wd, _ptr(y), _ptr(w),
+            self._conv_rows("st_depthwise_bwd_input", dtype, n * c, h * wd, _ptr(y), _ptr(w),
                        _ptr(bias), _ptr(dx), n, c, h, wd, k, ho, wo, *geo)
             return dx
         r = c * kh * kw
@@ -183,7 +183,7 @@ class CudaConvPrimitives(ConvPrimitives):
             cols = self.matmul(w.reshape(groups, k // groups, r // groups).transpose(0, 2, 1),
                                yc.reshape(groups, k // groups, n * p))  # (R, N, P)
             batch_major = 0
-        self._rows("st_col2im", dtype, n * c, h * wd, _ptr(cols), _ptr(bias), _ptr(dx), n, c,
+        self._conv_rows("st_col2im", dtype, n * c, h * wd, _ptr(cols), _ptr(bias), _ptr(dx), n, c,
                    h, wd, ho, wo, *geo, batch_major)
         return dx
 

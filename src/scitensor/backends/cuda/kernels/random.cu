@@ -45,7 +45,10 @@ __device__ __forceinline__ double st_u01_f64(unsigned int hi, unsigned int lo) {
 
 // one thread per Philox block: four float32 values
 extern "C" __global__ void st_uniform_f32(float* __restrict__ out, long long n,
-                                          unsigned long long seed, unsigned long long offset) {
+                                          unsigned long long seed, unsigned long long offset0,
+    const unsigned long long* __restrict__ offset_delta) {
+  // offset_delta: device-side counter advance (CUDA-graph replays draw fresh numbers)
+  const unsigned long long offset = offset0 + *offset_delta;
   const long long nb = (n + 3) / 4;
   ST_LOOP(b, nb) {
     const st_u4 v = st_philox_block((unsigned long long)b, seed, offset);
@@ -59,7 +62,10 @@ extern "C" __global__ void st_uniform_f32(float* __restrict__ out, long long n,
 
 // one thread per Philox block: two float64 values (two words each)
 extern "C" __global__ void st_uniform_f64(double* __restrict__ out, long long n,
-                                          unsigned long long seed, unsigned long long offset) {
+                                          unsigned long long seed, unsigned long long offset0,
+    const unsigned long long* __restrict__ offset_delta) {
+  // offset_delta: device-side counter advance (CUDA-graph replays draw fresh numbers)
+  const unsigned long long offset = offset0 + *offset_delta;
   const long long nb = (n + 1) / 2;
   ST_LOOP(b, nb) {
     const st_u4 v = st_philox_block((unsigned long long)b, seed, offset);
@@ -72,7 +78,10 @@ extern "C" __global__ void st_uniform_f64(double* __restrict__ out, long long n,
 // Box-Muller as the CPU backend: m = ceil(n/2) pairs, u = uniform(2m); for k < m,
 // z[k] = r cos(t), z[m + k] = r sin(t) with r = sqrt(-2 log(1 - u[k])), t = 2 pi u[m + k].
 extern "C" __global__ void st_normal_f32(float* __restrict__ out, long long n,
-                                         unsigned long long seed, unsigned long long offset) {
+                                         unsigned long long seed, unsigned long long offset0,
+    const unsigned long long* __restrict__ offset_delta) {
+  // offset_delta: device-side counter advance (CUDA-graph replays draw fresh numbers)
+  const unsigned long long offset = offset0 + *offset_delta;
   const long long m = (n + 1) / 2;
   ST_LOOP(k, m) {
     const float u1 = 1.0f - st_u01_f32(st_philox_word((unsigned long long)k, seed, offset));
@@ -85,7 +94,10 @@ extern "C" __global__ void st_normal_f32(float* __restrict__ out, long long n,
 }
 
 extern "C" __global__ void st_normal_f64(double* __restrict__ out, long long n,
-                                         unsigned long long seed, unsigned long long offset) {
+                                         unsigned long long seed, unsigned long long offset0,
+    const unsigned long long* __restrict__ offset_delta) {
+  // offset_delta: device-side counter advance (CUDA-graph replays draw fresh numbers)
+  const unsigned long long offset = offset0 + *offset_delta;
   const long long m = (n + 1) / 2;
   ST_LOOP(k, m) {
     const unsigned long long a = 2ull * (unsigned long long)k;
@@ -103,8 +115,11 @@ extern "C" __global__ void st_normal_f64(double* __restrict__ out, long long n,
 
 // integers in [low, low + span): (w[2k] << 32 | w[2k+1]) % span + low
 extern "C" __global__ void st_randint_i64(long long* __restrict__ out, long long n,
-                                          unsigned long long seed, unsigned long long offset,
-                                          long long low, unsigned long long span) {
+                                          unsigned long long seed, unsigned long long offset0,
+                                          long long low, unsigned long long span,
+    const unsigned long long* __restrict__ offset_delta) {
+  // offset_delta: device-side counter advance (CUDA-graph replays draw fresh numbers)
+  const unsigned long long offset = offset0 + *offset_delta;
   const long long nb = (n + 1) / 2;
   ST_LOOP(b, nb) {
     const st_u4 v = st_philox_block((unsigned long long)b, seed, offset);
@@ -117,8 +132,11 @@ extern "C" __global__ void st_randint_i64(long long* __restrict__ out, long long
 
 // dropout masks: uniform float32 < p_keep
 extern "C" __global__ void st_bernoulli(st_bool* __restrict__ out, long long n,
-                                        unsigned long long seed, unsigned long long offset,
-                                        float p_keep) {
+                                        unsigned long long seed, unsigned long long offset0,
+                                        float p_keep,
+    const unsigned long long* __restrict__ offset_delta) {
+  // offset_delta: device-side counter advance (CUDA-graph replays draw fresh numbers)
+  const unsigned long long offset = offset0 + *offset_delta;
   const long long nb = (n + 3) / 4;
   ST_LOOP(b, nb) {
     const st_u4 v = st_philox_block((unsigned long long)b, seed, offset);
