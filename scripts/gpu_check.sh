@@ -4,8 +4,9 @@
 # the whole test suite (forced onto CUDA, then the normal CPU+CUDA run). Logs and results go
 # to the directory given as the first argument.
 #
-# Usage: scripts/gpu_check.sh OUTDIR [TAG]
+# Usage: scripts/gpu_check.sh OUTDIR [TAG] [MODE]
 #   TAG names the benchmark files (gpu_overhead_<TAG>.json/.md; default: h100).
+#   MODE (third argument): tests, bench or all (default).
 #   GPU_CHECK_BUDGET=seconds (default 450) bounds the whole run: later steps get what is left.
 #   Wheels in .whl/*.whl (e.g. nvmath-python) are installed into /tmp/site first; those in
 #   .whl/extra/ only if nvmath's cuBLASLt bindings do not import with the image's packages.
@@ -75,16 +76,35 @@ print("scitensor", st.__version__, "cuda_status:", st.cuda_status())
 EOF
 command -v compute-sanitizer >/dev/null && note "compute-sanitizer: $(command -v compute-sanitizer)"
 
-# ---- checks -----------------------------------------------------------------------------------
-export SCITENSOR_TEST_DEVICE=cuda
-step cuda_backend_tests 200 $PY -m pytest -p no:cacheprovider -r fE -n 8 --durations=5 \
-    tests/backends/test_cuda_backend.py tests/backends/test_kernels_compile.py
-step bench 150 $PY benchmarks/gpu_overhead.py --out "$OUT" --tag "$TAG"
-if command -v compute-sanitizer >/dev/null; then
-    step memcheck 150 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 \
-        $PY scripts/cuda_kernel_exercise.py
+# ---- checks ---------------------------------------------------------------------------------
+# MODE: tests (CUDA test suite + sanitizers), bench (every benchmark), all (both)
+MODE=${3:-all}
+B="$OUT/bench"
+mkdir -p "$B"
+if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
+    export SCITENSOR_TEST_DEVICE=cuda
+    step pytest_cuda 260 $PY -m pytest -p no:cacheprovider -q -r fE -n 8 --durations=10 tests
+    unset SCITENSOR_TEST_DEVICE
+    if command -v compute-sanitizer >/dev/null; then
+        step memcheck 100 compute-sanitizer --tool memcheck --report-api-errors no \
+            --error-exitcode 9 $PY scripts/cuda_kernel_exercise.py
+        step attention_check 90 $PY scripts/check_attention_gpu.py
+        step attention_memcheck 90 compute-sanitizer --tool memcheck --report-api-errors no \
+            --error-exitcode 9 $PY scripts/check_attention_gpu.py --quick
+        step attention_racecheck 90 compute-sanitizer --tool racecheck --report-api-errors no \
+            --error-exitcode 9 $PY scripts/check_attention_gpu.py --quick
+        step layers_memcheck 120 compute-sanitizer --tool memcheck --report-api-errors no \
+            --error-exitcode 9 $PY -m pytest -p no:cacheprovider -q -x \
+            tests/ops/test_pooling.py tests/ops/test_batchnorm.py tests/ops/test_conv.py \
+            tests/ops/test_normalization.py tests/ops/test_losses.py -k cuda
+    fi
 fi
-step pytest_cuda 240 $PY -m pytest -p no:cacheprovider -r fE -n 8 tests
-unset SCITENSOR_TEST_DEVICE
-step pytest_default 240 $PY -m pytest -p no:cacheprovider -r fE -n 8 tests
+if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
+    step bench_overhead 80 $PY benchmarks/gpu_overhead.py --out "$B" --tag "$TAG"
+    step bench_batching 90 $PY -m benchmarks.gpu_batching --out "$B" --tag "$TAG"
+    step bench_norm 80 $PY -m benchmarks.gpu_norm_softmax --out "$B" --reps 30
+    step bench_pooling_bn 70 $PY -m benchmarks.gpu_pooling_bn --out "$B" --reps 20
+    step bench_conv 120 $PY -m benchmarks.gpu_conv --out "$B" --reps 20 --jit
+    step bench_attention 150 $PY -m benchmarks.gpu_attention --out "$B" --reps 10
+fi
 note "== total $(( $(date +%s) - START ))s"

@@ -45,6 +45,9 @@ PRIMITIVES = {
                   "batch_norm_update_running_inplace", "channel_affine", "dropout_apply"],
     "conv": ["conv2d", "conv_transpose2d", "conv2d_weight"],
     "attention": ["attention_forward", "attention_backward"],
+    "normalization": ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward",
+                      "rms_norm_backward", "softmax_backward", "log_softmax_backward",
+                      "cross_entropy_forward", "cross_entropy_backward"],
 }
 
 

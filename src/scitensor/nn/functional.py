@@ -10,11 +10,14 @@ from ..ops.attention import scaled_dot_product_attention
 from ..ops.batchnorm import batch_norm
 from ..ops.conv import conv2d, conv2d_weight, conv_transpose2d
 from ..ops.dropout import dropout
+from ..ops.losses import cross_entropy as _fused_cross_entropy
+from ..ops.normalization import layer_norm, rms_norm
 from ..ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from ..tensor import Tensor
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "conv2d", "conv2d_weight",
-           "conv_transpose2d", "cross_entropy", "dropout", "gelu", "linear", "max_pool2d",
+           "conv_transpose2d", "cross_entropy", "dropout", "gelu", "layer_norm", "linear",
+           "max_pool2d", "rms_norm",
            "mse_loss", "nll_loss", "relu", "scaled_dot_product_attention"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -95,7 +98,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
     return ops.gelu(x, approximate=approximate)
 
 
-def _check_labels(logits: Tensor, labels, op: str) -> Tensor:
+def _check_labels(logits: Tensor, labels, op: str, ignore_index: int | None = None) -> Tensor:
     labels = _tensor_arg(labels, op, "labels")
     if labels.dtype.kind != "i":
         raise TypeError(f"{op}: labels must be an integer tensor of class indices, got "
@@ -108,7 +111,10 @@ def _check_labels(logits: Tensor, labels, op: str) -> Tensor:
         raise ValueError(f"{op}: labels are on {labels.device} but logits on {logits.device}; "
                          f"move them with labels.to({str(logits.device)!r})")
     if labels.device.type == "cpu" and labels.size:
-        lo, hi = int(labels.data.min()), int(labels.data.max())
+        data = labels.data if ignore_index is None else labels.data[labels.data != ignore_index]
+        if not data.size:
+            return labels
+        lo, hi = int(data.min()), int(data.max())
         if lo < 0 or hi >= logits.shape[-1]:
             raise IndexError(f"{op}: labels must be in [0, {logits.shape[-1]}) for "
                              f"{logits.shape[-1]} classes, got values in [{lo}, {hi}]")
@@ -138,8 +144,10 @@ def _nll(log_probs: Tensor, labels: Tensor, reduction: str) -> Tensor:
     return _reduce(-ops.squeeze(picked, -1), reduction, "nll_loss")
 
 
-def cross_entropy(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy of integer ``labels``, computed stably via ``log_softmax``.
+def cross_entropy(logits: Tensor, labels: Tensor, reduction: str = "mean",
+                  ignore_index: int = -100, label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy of integer ``labels``: the fused op
+    :func:`scitensor.ops.losses.cross_entropy` (one kernel forward, one backward on the GPU).
 
     Classes are on the last axis (PyTorch puts them on axis 1; for 2-D input it is the same).
 
@@ -147,6 +155,8 @@ def cross_entropy(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Te
         logits: unnormalised scores of shape ``(..., C)``.
         labels: integer class indices in ``[0, C)`` of shape ``(...)``.
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        ignore_index: labels equal to this contribute no loss and no gradient.
+        label_smoothing: mix the one-hot target with the uniform distribution.
 
     Returns:
         A scalar tensor, or per-example losses of shape ``(...)`` for ``"none"``.
@@ -161,11 +171,12 @@ def cross_entropy(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Te
     logits = _tensor_arg(logits, "cross_entropy", "logits")
     if not logits.dtype.is_floating:
         raise TypeError(f"cross_entropy: logits must be floating, got {logits.dtype.name}")
-    _check_labels(logits, labels, "cross_entropy")
+    _check_labels(logits, labels, "cross_entropy", ignore_index)
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
                          f"{reduction!r}")
-    return _nll(ops.log_softmax(logits, axis=-1), labels, reduction)
+    return _fused_cross_entropy(logits, labels, reduction=reduction, ignore_index=ignore_index,
+                                label_smoothing=label_smoothing)
 
 
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:

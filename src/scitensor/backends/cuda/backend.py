@@ -38,6 +38,7 @@ from .cublaslt import CublasLt
 from .elementwise import DTYPE_CODE, ElementwiseKernels, check_fast_alloc, new_array
 from .errors import CudaError
 from .graphs import CudaGraphPrimitives
+from .normalization import CudaNormalizationPrimitives
 from .pooling import CudaPoolingPrimitives
 
 __all__ = ["CudaBackend"]
@@ -111,8 +112,9 @@ def _fast_binary(name: str):
     return method
 
 
-class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaPoolingPrimitives,
-                  CudaGraphPrimitives, NumpyCompatPrimitives, ArrayBackend):
+class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaNormalizationPrimitives,
+                  CudaPoolingPrimitives, CudaGraphPrimitives, NumpyCompatPrimitives,
+                  ArrayBackend):
     """Runs every primitive on one CUDA device. Work is asynchronous (see module docs)."""
 
     name = "cuda"

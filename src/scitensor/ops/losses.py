@@ -1,0 +1,128 @@
+"""Fused softmax cross-entropy over integer labels, with ignore index and label smoothing.
+
+The forward is one call of ``backend.cross_entropy_forward`` (one pass over the logits on the
+GPU: online max/sum per row) giving per-row losses and the row log-sum-exp; the backward is
+one call of ``backend.cross_entropy_backward`` writing ``dlogits`` in one pass from the saved
+log-sum-exp (no probabilities are materialised separately). The reduction over rows is done
+with ordinary ops (the mean divides by the number of non-ignored rows, counted on the device,
+so nothing waits for the GPU).
+
+Gradients of gradients: when the engine records the backward (``create_graph=True``) the
+pullback falls back to a composition of differentiable ops.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .. import dtypes as dt
+from ._core import GRAD_ENABLED, Tensor, check_tensor, make_result, norm_axis, wrap
+from .reduction import softmax
+from .reduction import sum as _sum
+
+__all__ = ["cross_entropy"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int = -100,
+                  label_smoothing: float = 0.0, axis: int = -1) -> Tensor:
+    """Softmax cross-entropy of integer class ``labels`` (PyTorch's ``cross_entropy`` with
+    class-index targets), fused: one kernel forward, one kernel backward.
+
+    Classes are on ``axis`` (the last axis by default, as scitensor's ``log_softmax`` and
+    ``F.cross_entropy``; pass ``axis=1`` for PyTorch's ``(N, C, d1, ...)`` layout).
+
+    Args:
+        logits: floating scores ``(..., C)``.
+        labels: integer class indices shaped like ``logits`` without the class axis.
+        reduction: ``"mean"`` (over non-ignored elements), ``"sum"`` or ``"none"``.
+        ignore_index: label value that contributes neither loss nor gradient.
+        label_smoothing: ``s`` in ``[0, 1]``: the target is ``(1 - s) * onehot + s / C``.
+        axis: the class axis.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or per-element losses (``"none"``) in ``logits``'
+        dtype. A mean over zero non-ignored elements is NaN, as in PyTorch.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.ops.losses import cross_entropy
+        >>> logits = st.tensor([[2.0, 0.0], [0.0, 2.0]])
+        >>> round(cross_entropy(logits, st.tensor([0, 1])).item(), 4)
+        0.1269
+    """
+    logits = check_tensor(logits, "cross_entropy", "logits")
+    labels = check_tensor(labels, "cross_entropy", "labels")
+    if not logits.dtype.is_floating:
+        raise TypeError(f"cross_entropy: logits must be floating, got {logits.dtype.name}")
+    if labels.dtype.kind != "i":
+        raise TypeError(f"cross_entropy: labels must be an integer tensor of class indices, "
+                        f"got {labels.dtype.name}")
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
+                         f"{reduction!r}")
+    if not (isinstance(label_smoothing, numbers.Real) and 0.0 <= label_smoothing <= 1.0):
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                         f"{label_smoothing!r}")
+    if logits.ndim < 1:
+        raise ValueError("cross_entropy: logits must have a class axis, got a 0-d tensor")
+    ax = norm_axis(axis, logits.ndim, "cross_entropy")
+    if ax != logits.ndim - 1:
+        perm = [i for i in range(logits.ndim) if i != ax] + [ax]
+        logits = logits.permute(*perm)
+    n_cls = logits.shape[-1]
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"cross_entropy: logits of shape {logits.shape} (classes moved last) "
+                         f"need labels of shape {logits.shape[:-1]}, got {labels.shape}")
+    if labels.device is not logits.device:
+        raise ValueError(f"cross_entropy: labels are on {labels.device} but logits on "
+                         f"{logits.device}; move them with .to({str(logits.device)!r})")
+    ignore_index = int(ignore_index)
+    if labels.device.type == "cpu" and labels.size:  # the GPU kernel writes NaN instead
+        lab = labels.data
+        bad = (lab != ignore_index) & ((lab < 0) | (lab >= n_cls))
+        if bad.any():
+            raise IndexError(f"cross_entropy: labels must be in [0, {n_cls}) or equal "
+                             f"ignore_index={ignore_index}, got {int(lab[bad][0])}")
+    rows = math.prod(logits.shape[:-1])
+    flat_labels = labels.reshape(rows)
+    losses = _cross_entropy_rows(logits.reshape(rows, n_cls), flat_labels, ignore_index,
+                                 float(label_smoothing))
+    if reduction == "none":
+        return losses.reshape(labels.shape).astype(logits.dtype)
+    total = _sum(losses)
+    if reduction == "sum":
+        return total.astype(logits.dtype)
+    count = _sum(flat_labels != ignore_index).astype(total.dtype)
+    return (total / count).astype(logits.dtype)
+
+
+def _cross_entropy_rows(x: Tensor, labels: Tensor, ignore_index: int, smoothing: float):
+    """Per-row losses ``(M,)`` (compute dtype) of ``(M, C)`` logits; differentiable in ``x``."""
+    be = x.backend
+    lab = labels.data
+    loss, lse = be.cross_entropy_forward(x.data, lab, ignore_index, smoothing)
+
+    def pullback(g, out):
+        if GRAD_ENABLED[0]:
+            return (_cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing),)
+        return (wrap(be.cross_entropy_backward(g.data, x.data, lab, lse, ignore_index,
+                                               smoothing), x.device),)
+
+    return make_result(loss, x.device, (x,), pullback)
+
+
+def _cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing):
+    """``dlogits`` with differentiable ops, for gradients of gradients."""
+    cdt = dt.float64 if x.dtype is dt.float64 else dt.float32
+    n_cls = x.shape[-1]
+    valid = labels != ignore_index
+    safe = wrap(x.backend.where(valid.data, labels.data, labels.data.dtype.type(0)), x.device)
+    target = wrap(x.backend.one_hot(safe.data, n_cls, cdt), x.device) * (1.0 - smoothing)
+    d = softmax(x.astype(cdt), -1) - target
+    if smoothing:
+        d = d - smoothing / n_cls
+    scale = g.astype(cdt) * valid.astype(cdt)
+    return (d * scale.reshape(-1, 1)).astype(x.dtype)
