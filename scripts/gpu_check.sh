@@ -93,6 +93,10 @@ if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
             --error-exitcode 9 $PY scripts/check_attention_gpu.py --quick
         step attention_racecheck 90 compute-sanitizer --tool racecheck --report-api-errors no \
             --error-exitcode 9 $PY scripts/check_attention_gpu.py --quick
+        step norm_memcheck 80 compute-sanitizer --tool memcheck --report-api-errors no \
+            --error-exitcode 9 $PY scripts/norm_kernel_exercise.py
+        step norm_racecheck 80 compute-sanitizer --tool racecheck --report-api-errors no \
+            --error-exitcode 9 $PY scripts/norm_kernel_exercise.py
         step layers_memcheck 120 compute-sanitizer --tool memcheck --report-api-errors no \
             --error-exitcode 9 $PY -m pytest -p no:cacheprovider -q -x \
             tests/ops/test_pooling.py tests/ops/test_batchnorm.py tests/ops/test_conv.py \

@@ -67,10 +67,10 @@ from .dtypes import (
     set_default_dtype,
 )
 from .dtypes import bool_ as bool
+from .jit import jit
 from .ops import *  # noqa: F403
 from .precision import get_matmul_precision, set_matmul_precision
 from .random import Generator, manual_seed
 from .runtime import HostSyncInCaptureError, get_sync_mode, set_sync_mode, sync_mode
-from .tensor import Tensor
-from .jit import jit
 from .serialization import CheckpointError, load, save
+from .tensor import Tensor

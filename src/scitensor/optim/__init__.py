@@ -1,6 +1,8 @@
-"""Optimizers: ``SGD`` (momentum, Nesterov, weight decay), ``Adam`` and ``AdamW``.
+"""Optimizers (``SGD``, ``Adam``, ``AdamW``), gradient clipping and learning-rate schedules.
 
-They update tensors that have a ``.grad``; nothing here depends on :mod:`scitensor.nn`.
+They update tensors that have a ``.grad``; nothing here depends on :mod:`scitensor.nn`. On a
+CUDA device the updates are fused multi-tensor kernels that :func:`scitensor.jit` can capture
+(see :mod:`scitensor.optim._fused`); on the CPU they are NumPy ufuncs.
 
 Example:
     >>> import scitensor as st
@@ -14,7 +16,10 @@ Example:
 """
 
 from .adam import Adam, AdamW
+from .clip import clip_grad_norm_
 from .optimizer import Optimizer
+from .schedulers import CosineAnnealingLR, LambdaLR, LinearWarmup, LRScheduler, StepLR
 from .sgd import SGD
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "CosineAnnealingLR", "LRScheduler", "LambdaLR",
+           "LinearWarmup", "Optimizer", "StepLR", "clip_grad_norm_"]

@@ -28,6 +28,9 @@ class Adam(Optimizer):
         eps: added to the denominator for numerical stability.
         weight_decay: L2 penalty added to the gradient (see :class:`AdamW` for decoupled).
         amsgrad: use the running maximum of ``v`` (Reddi et al., 2018).
+        fused: on CUDA, update all parameters with the fused multi-tensor kernel (default;
+            fp32 math and fp32 state for fp16/bf16 parameters, amsgrad included); see
+            :mod:`scitensor.optim._fused`.
 
     Example:
         >>> import scitensor as st
@@ -42,9 +45,10 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+                 fused: bool = True):
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
-                                  "weight_decay": weight_decay, "amsgrad": amsgrad})
+                                  "weight_decay": weight_decay, "amsgrad": amsgrad}, fused)
 
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
@@ -54,12 +58,42 @@ class Adam(Optimizer):
         if not group["eps"] >= 0:
             raise ValueError(f"{self._name}: eps must be >= 0, got {group['eps']!r}")
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    # ---- fused CUDA path (see _fused.py and kernels/optim.cu) --------------------------
+    def _fused_state(self, p, group, capturing: bool):
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {"step": 0}
+        elif group["amsgrad"] and "max_exp_avg_sq" not in state and state["step"]:
+            # amsgrad switched on after some steps: start the running maximum at zero
+            if capturing:
+                raise RuntimeError(f"{self._name}: amsgrad was switched on inside "
+                                   "scitensor.jit capture; run one eager step first")
+            state["max_exp_avg_sq"] = p.backend.zeros(p.shape, self._state_dtype(p))
+        m = self._state_array(p, state, "exp_avg", capturing)
+        v = self._state_array(p, state, "exp_avg_sq", capturing)
+        vmax = (self._state_array(p, state, "max_exp_avg_sq", capturing)
+                if group["amsgrad"] else None)
+        return m, v, vmax
+
+    def _fused_row(self, group, p, row) -> None:
+        state = self.state[p]
+        state["step"] = t = state["step"] + 1
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        row[:9] = (-(lr / (1.0 - b1**t)), math.sqrt(1.0 - b2**t), 1.0 - b1, b2, 1.0 - b2, eps,
+                   wd, 1.0 - lr * wd, 1.0 if t == 1 else 0.0)
+
+    def _fused_launch(self, device_index: int, items, hyper) -> None:
+        from ..backends.cuda.optim import adam_step
+
+        adam_step(device_index, items, hyper, self._decoupled)
+
+    # ---- ufunc path (CPU, or fused=False) ------------------------------------------------
+    def _update_group(self, group: dict[str, Any], params) -> None:
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
         wd, amsgrad = group["weight_decay"], group["amsgrad"]
         decoupled = self._decoupled
         name = self._name
-        for p in group["params"]:
+        for p in params:
             g = self._grad_array(p, name)
             if g is None:
                 continue
@@ -119,6 +153,7 @@ class AdamW(Adam):
         eps: denominator term.
         weight_decay: decoupled decay rate (default 0.01, as in PyTorch).
         amsgrad: use the running maximum of the second moment.
+        fused: fused multi-tensor CUDA update (see :class:`Adam`).
 
     Example:
         >>> import scitensor as st
@@ -133,6 +168,7 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False):
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False,
+                 fused: bool = True):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
+                         amsgrad=amsgrad, fused=fused)

@@ -1,8 +1,12 @@
 """``Optimizer``: the base class holding parameter groups and per-parameter state.
 
 Optimizers need tensors and their ``.grad``, nothing from :mod:`scitensor.nn` (design §3).
-Updates are written on the backend arrays in place (NumPy or CuPy ufuncs with ``out=``), so
-a parameter keeps its storage across steps: fast, and capturable into a CUDA graph later.
+Updates are written on the backend arrays in place, so a parameter keeps its storage across
+steps. On the CPU (and for CUDA parameters with ``fused=False``) they are NumPy/CuPy ufuncs
+with ``out=``. On a CUDA device they are fused multi-tensor kernels (:mod:`._fused`): a few
+launches for all parameters, reading the hyper-parameters from a device buffer that is
+refreshed before every step and before every replay of a :func:`scitensor.jit` graph, so
+changing ``group["lr"]`` between (jitted) steps always takes effect.
 """
 
 from __future__ import annotations
@@ -12,22 +16,27 @@ from typing import Any
 
 import numpy as np
 
+from .. import dtypes as dt
 from ..autodiff.mode import no_grad
 from ..tensor import Tensor, wrap
+from ._fused import FusedMixin
 
 __all__ = ["Optimizer"]
 
 
-class Optimizer:
+class Optimizer(FusedMixin):
     """Base class: parameter groups, ``zero_grad``, ``step`` and a state dict.
 
-    Subclasses define ``defaults`` (hyper-parameters) and ``_update_group(group)``, which
-    updates every parameter of one group that has a gradient.
+    Subclasses define ``defaults`` (hyper-parameters), ``_update_group(group, params)``, which
+    updates the given parameters of one group with backend ufuncs, and the fused-kernel hooks
+    of :class:`~scitensor.optim._fused.FusedMixin`.
 
     Args:
         params: an iterable of tensors, or of dicts ``{"params": [...], "lr": ..., ...}``
             (parameter groups whose entries override ``defaults``).
         defaults: the default hyper-parameters.
+        fused: update CUDA parameters with the fused kernels (default). ``False`` uses the
+            CuPy ufunc path (many small kernels; not for :func:`scitensor.jit`).
 
     Attributes:
         param_groups: list of dicts, each with ``"params"`` and its hyper-parameters; change
@@ -35,8 +44,10 @@ class Optimizer:
         state: per-parameter state (``{param: {"step": int, name: array, ...}}``).
     """
 
-    def __init__(self, params, defaults: dict[str, Any]):
+    def __init__(self, params, defaults: dict[str, Any], fused: bool = True):
         self.defaults = dict(defaults)
+        self.fused = bool(fused)
+        self._init_fused()
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Tensor, dict[str, Any]] = {}
         self._scratch: dict[tuple[int, int], Any] = {}
@@ -118,13 +129,27 @@ class Optimizer:
                     p.grad = wrap(p.backend.zeros(p.shape, p.dtype), p.device)
 
     def step(self) -> None:
-        """Update every parameter that has a ``.grad`` (no graph is recorded)."""
-        with no_grad():
-            for group in self.param_groups:
-                self._update_group(group)
+        """Update every parameter that has a ``.grad`` (no graph is recorded).
 
-    def _update_group(self, group: dict[str, Any]) -> None:
-        raise NotImplementedError(f"{self._name} must implement _update_group(group)")
+        CUDA parameters go through the fused kernels (grouped per device), the others
+        through ``_update_group``.
+        """
+        with no_grad():
+            fused: dict = {}
+            for group in self.param_groups:
+                rest = []
+                for p in group["params"]:
+                    if p.grad is not None and self._use_fused(p):
+                        fused.setdefault(p.device, []).append((group, p))
+                    else:
+                        rest.append(p)
+                if rest:
+                    self._update_group(group, rest)
+            for device, items in fused.items():
+                self._fused_step(device, items)
+
+    def _update_group(self, group: dict[str, Any], params) -> None:
+        raise NotImplementedError(f"{self._name} must implement _update_group(group, params)")
 
     # ---- helpers for subclasses ------------------------------------------------------
     @staticmethod
@@ -219,7 +244,8 @@ class Optimizer:
             entry = {}
             for k, v in s.items():
                 if isinstance(v, Tensor) or _is_array(v):
-                    entry[k] = _to_array(v, p, f"{self._name}.load_state_dict: state {k!r}")
+                    entry[k] = _to_array(v, p, f"{self._name}.load_state_dict: state {k!r}",
+                                         self._state_dtype(p))
                 else:
                     entry[k] = v
             new_state[p] = entry
@@ -241,8 +267,8 @@ def _is_array(v) -> bool:
     return hasattr(v, "shape") and hasattr(v, "dtype") and not isinstance(v, Tensor)
 
 
-def _to_array(v, p: Tensor, what: str):
-    """A fresh backend array on ``p``'s device and dtype holding ``v``."""
+def _to_array(v, p: Tensor, what: str, dtype: dt.DType | None = None):
+    """A fresh backend array on ``p``'s device holding ``v``, of ``dtype`` (``p``'s)."""
     if isinstance(v, Tensor):
         host = v.numpy()
     else:
@@ -250,6 +276,6 @@ def _to_array(v, p: Tensor, what: str):
     host = np.asarray(host)
     if host.shape != p.shape and host.shape != ():
         raise ValueError(f"{what} has shape {host.shape} but its parameter has shape {p.shape}")
-    arr = p.backend.asarray(host, p.dtype)
+    arr = p.backend.asarray(host, dtype or p.dtype)
     return arr.copy() if arr is host else arr
 

@@ -26,6 +26,9 @@ class SGD(Optimizer):
         dampening: dampening of the momentum's gradient term.
         nesterov: use Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
         weight_decay: L2 penalty added to the gradient.
+        fused: on CUDA, update all parameters with the fused multi-tensor kernel (default;
+            fp32 math and fp32 momentum for fp16/bf16 parameters); see
+            :mod:`scitensor.optim._fused`.
 
     Example:
         >>> import scitensor as st
@@ -38,9 +41,12 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+                 dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 fused: bool = True):
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
-                                  "nesterov": nesterov, "weight_decay": weight_decay})
+                                  "nesterov": nesterov, "weight_decay": weight_decay}, fused)
+        # parameters whose (uninitialised) momentum buffer the next executed step must set
+        self._fresh: set[int] = set()
 
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
@@ -50,10 +56,34 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs momentum > 0 and dampening == 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']}")
 
-    def _update_group(self, group: dict[str, Any]) -> None:
+    # ---- fused CUDA path (see _fused.py and kernels/optim.cu) --------------------------
+    def _fused_state(self, p, group, capturing: bool):
+        if not group["momentum"]:
+            return None, None, None
+        state = self.state.get(p)
+        if state is None:
+            state = self.state[p] = {}
+        if state.get("momentum_buffer") is None:
+            self._fresh.add(id(p))  # the first executed step copies the gradient into it
+        return self._state_array(p, state, "momentum_buffer", capturing), None, None
+
+    def _fused_row(self, group, p, row) -> None:
+        first = id(p) in self._fresh
+        self._fresh.discard(id(p))
+        row[:6] = (group["lr"], group["momentum"], 1.0 - group["dampening"],
+                   group["weight_decay"], 1.0 if group["nesterov"] else 0.0,
+                   1.0 if first else 0.0)
+
+    def _fused_launch(self, device_index: int, items, hyper) -> None:
+        from ..backends.cuda.optim import sgd_step
+
+        sgd_step(device_index, items, hyper)
+
+    # ---- ufunc path (CPU, or fused=False) ------------------------------------------------
+    def _update_group(self, group: dict[str, Any], params) -> None:
         lr, mom, damp = group["lr"], group["momentum"], group["dampening"]
         nesterov, wd = group["nesterov"], group["weight_decay"]
-        for p in group["params"]:
+        for p in params:
             g = self._grad_array(p, "SGD")
             if g is None:
                 continue
