@@ -46,6 +46,10 @@ from .tensor import Tensor, wrap
 __all__ = ["JitFunction", "jit"]
 
 
+_ABSENT = object()  # signature never seen
+_WARM = object()  # signature ran eagerly once: the next call captures
+
+
 class JitFunction:
     """A function compiled by :func:`jit` (see the module docstring for the semantics)."""
 
@@ -84,12 +88,12 @@ class JitFunction:
         if device.type == "cpu" or CAPTURING[0] is not None:
             self.stats["eager"] += 1
             return self.fn(*args, **kwargs)
-        entry = self.cache.get(key)
-        if entry is None:
+        entry = self.cache.get(key, _ABSENT)
+        if entry is _ABSENT:
             # first call: run eagerly so kernels compile and state is allocated
             self.stats["eager"] += 1
             out = self.fn(*args, **kwargs)
-            self.cache[key] = None
+            self.cache[key] = _WARM
             if len(self.cache) > self.max_cache:
                 self.cache.popitem(last=False)
             return out
@@ -97,7 +101,7 @@ class JitFunction:
         if entry is False:  # capture failed before: stay eager for this signature
             self.stats["eager"] += 1
             return self.fn(*args, **kwargs)
-        if entry is None:
+        if entry is _WARM:
             try:
                 entry = _capture(self, device, leaves, spec)
             except HostSyncInCaptureError:
