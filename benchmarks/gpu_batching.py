@@ -52,7 +52,9 @@ def bench_chain(dev):
             x = x + 0.0001
         return x
 
-    sync = st.gpu.synchronize
+    def sync():
+        st.gpu.synchronize(dev)
+
     res = {}
     with st.sync_mode(True):
         res["st_sync_every_op"] = _timed(lambda: chain(x0), sync, reps=3, inner=1) / CHAIN
@@ -131,7 +133,9 @@ def bench_mlp(dev, batch, hidden):
         it[0] += 1
         return jstep(x, y)
 
-    sync = st.gpu.synchronize
+    def sync():
+        st.gpu.synchronize(dev)
+
     res = {"st_eager": _timed(eager, sync), "st_jit": _timed(jitted, sync, inner=20)}
     res["st_jit_stats"] = dict(jstep.stats)
     try:

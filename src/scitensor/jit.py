@@ -15,7 +15,11 @@ Semantics (the same on every device):
   They carry no autodiff history: differentiate *inside* the function (``backward()``,
   ``st.grad``), as a training step does.
 - State the function reaches through closures (model parameters, optimizer moments) is used in
-  place: parameters updated in place by an optimizer are updated on every replay.
+  place: parameters updated in place by an optimizer are updated on every replay. Leaf tensors
+  with ``requires_grad=True`` passed as *arguments* are treated the same way (bound by
+  identity: passing another parameter captures another graph); every other tensor argument is
+  an input, copied into the graph's own buffer on each call, so in-place changes the function
+  makes to such an argument are not seen by the caller.
 - Inside capture, anything that needs the host to wait for the GPU (``item()``, ``numpy()``,
   printing a tensor, ``if tensor:``) raises :class:`scitensor.HostSyncInCaptureError`.
 - Random ops draw from a device-side Philox counter, so every replay gets fresh numbers.
@@ -65,8 +69,12 @@ class JitFunction:
         device = None
         for leaf in leaves:
             if isinstance(leaf, Tensor):
-                parts.append(("T", leaf.shape, leaf.dtype.name, str(leaf.device),
-                              leaf.requires_grad))
+                if leaf.requires_grad and leaf.is_leaf:
+                    # state (a parameter): bound by identity, used in place by the graph
+                    parts.append(("P", id(leaf), leaf.shape, leaf.dtype.name))
+                else:
+                    parts.append(("T", leaf.shape, leaf.dtype.name, str(leaf.device),
+                                  leaf.requires_grad))
                 device = device or leaf.device
             elif leaf is None or isinstance(leaf, numbers.Number | str | bytes | bool):
                 parts.append(("V", type(leaf).__name__, leaf))
@@ -140,7 +148,7 @@ class _Captured:
     def run(self, leaves):
         be = self.device.backend
         for static, new in zip(self.static_leaves, leaves):
-            if isinstance(static, Tensor):
+            if isinstance(static, Tensor) and static is not new:
                 be.copy_into(static.data, new.data)
         for hook in self.hooks:
             hook()
@@ -158,6 +166,9 @@ def _capture(jf: JitFunction, device, leaves, spec):
             if leaf.device is not device:
                 raise ValueError(f"jit({jf.__name__}): arguments on different devices "
                                  f"({device} and {leaf.device})")
+            if leaf.requires_grad and leaf.is_leaf:
+                static_leaves.append(leaf)  # a parameter: the graph updates it in place
+                continue
             s = wrap(be.copy(leaf.data), device)
             s.requires_grad = leaf.requires_grad
             static_leaves.append(s)
