@@ -8,6 +8,7 @@ from the same rounded inputs.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -163,3 +164,35 @@ def np_axes(axis, ndim: int):
     if isinstance(axis, int):
         return () if ndim == 0 else (axis % ndim,)
     return tuple(a % ndim for a in axis)
+
+
+@contextlib.contextmanager
+def poisoned(device):
+    """While active on CUDA, every fresh output is filled with 0xFF bytes first (NaN for
+    floats, -1 for ints, True for bools): the backend's own fast allocations through its
+    ``poison`` switch, and everything else through a poisoning CuPy allocator. An element a
+    kernel forgets to write then fails the comparison. No-op on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    import cupy
+
+    ew = getattr(device.backend, "_ew", None)
+    old_flag = getattr(ew, "poison", None)
+    if ew is not None:
+        ew.poison = True
+    orig = cupy.cuda.get_allocator()
+
+    def alloc(size):
+        mem = orig(size)
+        if size:
+            mem.memset_async(0xFF, size)
+        return mem
+
+    cupy.cuda.set_allocator(alloc)
+    try:
+        yield
+    finally:
+        cupy.cuda.set_allocator(orig)
+        if ew is not None:
+            ew.poison = old_flag

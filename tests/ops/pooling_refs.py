@@ -6,7 +6,6 @@ The references follow PyTorch's definitions directly and share no code with scit
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -116,27 +115,3 @@ def ref_batch_norm_grads(g, x, w, eps):
     dw = (g * xhat).sum(axis=axes)
     dx = w.reshape(shape) * invstd * (g - db.reshape(shape) / m - xhat * dw.reshape(shape) / m)
     return dx, dw, db
-
-
-@contextlib.contextmanager
-def poisoned(device):
-    """While active, new CUDA allocations are filled with 0xFF bytes (NaN for floats), so an
-    output element a kernel forgets to write fails the comparison. No-op on the CPU."""
-    if device.type != "cuda":
-        yield
-        return
-    import cupy
-
-    orig = cupy.cuda.get_allocator()
-
-    def alloc(size):
-        mem = orig(size)
-        if size:
-            mem.memset_async(0xFF, size)
-        return mem
-
-    cupy.cuda.set_allocator(alloc)
-    try:
-        yield
-    finally:
-        cupy.cuda.set_allocator(orig)

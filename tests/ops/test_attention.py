@@ -7,8 +7,6 @@ outputs (the GPU half runs where a GPU is present).
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -18,7 +16,7 @@ import scitensor as st
 from scitensor.backends import xp_attention
 from scitensor.ops.attention import attention_reference, scaled_dot_product_attention
 
-from .helpers import PROPS, f64, grad_check, second_order
+from .helpers import PROPS, f64, grad_check, poisoned, second_order
 
 # normwise relative error allowed per dtype (bf16/fp16 kernels also round P and dS)
 NORM_TOL = {"float16": 6e-3, "bfloat16": 3e-2, "float32": 1e-4, "float64": 1e-10}
@@ -60,20 +58,6 @@ def rel_err(got, ref) -> float:
     if not np.all(np.isfinite(got)):
         return float("inf")
     return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), np.sqrt(ref.size), 1e-30))
-
-
-@contextlib.contextmanager
-def poisoned(device):
-    """CUDA: fresh outputs are NaN-filled first, so an unwritten element fails the check."""
-    ew = getattr(device.backend, "_ew", None) if device.type == "cuda" else None
-    old = getattr(ew, "poison", None)
-    if ew is not None:
-        ew.poison = True
-    try:
-        yield
-    finally:
-        if ew is not None:
-            ew.poison = old
 
 
 def run_case(device, dtype, b, h, hkv, sq, sk, d, causal, seed=0, scale=None):

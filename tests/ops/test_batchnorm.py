@@ -13,7 +13,8 @@ import scitensor as st
 from scitensor.ops.batchnorm import batch_norm
 from scitensor.testing import check_grad
 
-from .pooling_refs import TF, poisoned, ref_batch_norm_grads, ref_batch_norm_train, torch
+from .helpers import poisoned
+from .pooling_refs import TF, ref_batch_norm_grads, ref_batch_norm_train, torch
 
 HSET = settings(max_examples=25, deadline=None)
 SHAPES = [(4, 3), (5, 2, 7), (3, 4, 5, 6), (2, 3, 1, 1), (2, 2, 3, 2, 2)]

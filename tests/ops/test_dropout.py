@@ -12,7 +12,7 @@ import scitensor as st
 from scitensor.ops.dropout import dropout
 from scitensor.testing import check_grad
 
-from .pooling_refs import poisoned
+from .helpers import poisoned
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

@@ -6,8 +6,6 @@ Hypothesis over shapes; the device (CUDA kernel) path with poisoned outputs.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -17,7 +15,7 @@ import scitensor as st
 from scitensor.nn import functional as F
 from scitensor.ops.losses import cross_entropy
 
-from .helpers import PROPS, f64, grad_check, second_order
+from .helpers import PROPS, f64, grad_check, poisoned, second_order
 
 try:
     import torch
@@ -60,19 +58,6 @@ def rel_err(got, ref, scale=0.0) -> float:
     if not np.all(np.isfinite(got)):
         return float("inf")
     return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), scale, 1e-30))
-
-
-@contextlib.contextmanager
-def poisoned(device):
-    ew = getattr(device.backend, "_ew", None) if device.type == "cuda" else None
-    old = getattr(ew, "poison", None)
-    if ew is not None:
-        ew.poison = True
-    try:
-        yield
-    finally:
-        if ew is not None:
-            ew.poison = old
 
 
 def make_case(shape, dtype, seed=0, ignore_frac=0.0, ignore_index=-100, scale=3.0):

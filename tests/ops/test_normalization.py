@@ -9,8 +9,6 @@ loop rows (odd n, n > 8192), one row, rows that leave a block partly empty.
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -19,7 +17,7 @@ from hypothesis import strategies as hs
 import scitensor as st
 from scitensor.ops.normalization import layer_norm, rms_norm
 
-from .helpers import PROPS, f64, grad_check, second_order
+from .helpers import PROPS, f64, grad_check, poisoned, second_order
 
 try:
     import torch
@@ -60,20 +58,6 @@ def rel_err(got, ref, scale=0.0) -> float:
     if not np.all(np.isfinite(got)):
         return float("inf")
     return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), scale, 1e-30))
-
-
-@contextlib.contextmanager
-def poisoned(device):
-    """CUDA: fresh outputs are NaN-filled first, so an unwritten element fails the check."""
-    ew = getattr(device.backend, "_ew", None) if device.type == "cuda" else None
-    old = getattr(ew, "poison", None)
-    if ew is not None:
-        ew.poison = True
-    try:
-        yield
-    finally:
-        if ew is not None:
-            ew.poison = old
 
 
 def run_norm(device, shape, dtype, affine=True, rms=False, eps=1e-5, seed=0, wdtype=None,

@@ -13,9 +13,9 @@ import scitensor as st
 from scitensor.ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from scitensor.testing import check_grad
 
+from .helpers import poisoned
 from .pooling_refs import (
     TF,
-    poisoned,
     ref_adaptive_avg_pool,
     ref_avg_pool,
     ref_max_pool,
