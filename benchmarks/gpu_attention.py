@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from pathlib import Path
 
@@ -32,6 +31,11 @@ import numpy as np
 
 import scitensor as st
 from scitensor.ops.attention import attention_reference, scaled_dot_product_attention
+
+try:  # run as `python -m benchmarks.X` or as a script
+    from .timing import event_ms
+except ImportError:
+    from timing import event_ms
 
 ROTATE = 2
 # (name, dtype, B, H, S, D, causal, mode, PyTorch 2.11 TFLOP/s on the H100 from the issue)
@@ -56,27 +60,8 @@ def flops(b, h, s, d, causal, mode) -> float:
     return f if mode == "fwd" else 3.5 * f
 
 
-def median_ms(step, record, sync, warmup, reps) -> float:
-    """Median milliseconds of ``step(i)`` between two events on the library's stream."""
-    for i in range(warmup):
-        step(i)
-    sync()
-    times = []
-    for i in range(reps):
-        start = record()
-        step(i)
-        end = record()
-        end.synchronize()
-        times.append(elapsed_ms(start, end))
-    return statistics.median(times)
 
 
-def elapsed_ms(start, end) -> float:
-    import cupy
-
-    if isinstance(start, cupy.cuda.Event):
-        return cupy.cuda.get_elapsed_time(start, end)
-    return start.elapsed_time(end)
 
 
 def make_inputs(b, h, s, d, seed):
@@ -111,7 +96,7 @@ def bench_torch(case, inputs, warmup, reps):
         e.record()
         return e
 
-    ms = median_ms(step, record, torch.cuda.synchronize, warmup, reps)
+    ms = event_ms(step, record, torch.cuda.synchronize, warmup, reps)
     q, k, v, _ = sets[0]
     with torch.no_grad():
         out = tf.scaled_dot_product_attention(q, k, v, is_causal=causal)
@@ -146,7 +131,7 @@ def bench_ours(case, inputs, warmup, reps):
         return e
 
     try:
-        ms = median_ms(step, record, dev.backend.synchronize, warmup, reps)
+        ms = event_ms(step, record, dev.backend.synchronize, warmup, reps)
         q, k, v, _ = sets[0]
         with st.no_grad():
             out = scaled_dot_product_attention(q, k, v, causal=causal).astype(st.float32).numpy()

@@ -18,13 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 from pathlib import Path
 
 import numpy as np
 
 import scitensor as st
 from scitensor.ops.conv import conv2d
+
+try:  # run as `python -m benchmarks.X` or as a script
+    from .timing import event_ms
+except ImportError:
+    from timing import event_ms
 
 # name, N, C, H(=W), K, kernel, stride, padding, groups, PyTorch 2.11 fp32 fwd+bwd on the H100
 # from the issue (ms; None where the issue gives none)
@@ -45,27 +49,8 @@ def _flops(n, c, h, k, ks, stride, pad, groups):
     return 3 * 2 * n * k * ho * ho * (c // groups) * ks * ks
 
 
-def _event_times(step, record, sync, warmup, reps):
-    """Median milliseconds of ``step`` between two events recorded around it."""
-    for i in range(warmup):
-        step(i)
-    sync()
-    times = []
-    for i in range(reps):
-        start = record()
-        step(i)
-        end = record()
-        end.synchronize()
-        times.append(start_end_ms(start, end))
-    return statistics.median(times)
 
 
-def start_end_ms(start, end) -> float:
-    import cupy
-
-    if isinstance(start, cupy.cuda.Event):
-        return cupy.cuda.get_elapsed_time(start, end)
-    return start.elapsed_time(end)
 
 
 def bench_torch(shape, dtype_name, inputs, warmup, reps):
@@ -88,7 +73,7 @@ def bench_torch(shape, dtype_name, inputs, warmup, reps):
         e.record()
         return e
 
-    ms = _event_times(step, record, torch.cuda.synchronize, warmup, reps)
+    ms = event_ms(step, record, torch.cuda.synchronize, warmup, reps)
     with torch.no_grad():
         y = torch.nn.functional.conv2d(xs[0], ws[0], None, stride, pad, 1, groups)
     return ms, y.float().cpu().numpy()
@@ -115,7 +100,7 @@ def bench_scitensor(shape, dtype_name, inputs, warmup, reps, use_jit):
         return e
 
     sync = dev.backend.synchronize
-    out = {"eager_ms": _event_times(eager, record, sync, warmup, reps)}
+    out = {"eager_ms": event_ms(eager, record, sync, warmup, reps)}
     if use_jit:
         try:
             @st.jit
@@ -128,7 +113,7 @@ def bench_scitensor(shape, dtype_name, inputs, warmup, reps, use_jit):
                 j = i % ROTATE
                 fwd_bwd(xs[j].detach(), ws[j].detach(), gs[j])
 
-            out["jit_ms"] = _event_times(captured, record, sync, warmup + 2, reps)
+            out["jit_ms"] = event_ms(captured, record, sync, warmup + 2, reps)
         except Exception as e:  # report, keep benchmarking
             out["jit_error"] = f"{type(e).__name__}: {e}"
     with st.no_grad():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,11 @@ import scitensor as st
 from scitensor.ops.batchnorm import batch_norm
 from scitensor.ops.dropout import dropout
 from scitensor.ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+
+try:  # run as `python -m benchmarks.X` or as a script
+    from .timing import event_ms
+except ImportError:
+    from timing import event_ms
 
 COPY_CEILING_GBS = 2966.0
 ROTATE = 2
@@ -69,27 +73,8 @@ def pass_bytes(kind, shape, itemsize):
     return {"fwd": fwd, "fwd+bwd": fwd + bwd}
 
 
-def event_ms(step, record, sync, warmup, reps):
-    """Median milliseconds of ``step(i)`` between CUDA events recorded around it."""
-    for i in range(warmup):
-        step(i)
-    sync()
-    times = []
-    for i in range(reps):
-        start = record()
-        step(i)
-        end = record()
-        end.synchronize()
-        times.append(elapsed_ms(start, end))
-    return statistics.median(times)
 
 
-def elapsed_ms(start, end) -> float:
-    import cupy
-
-    if isinstance(start, cupy.cuda.Event):
-        return cupy.cuda.get_elapsed_time(start, end)
-    return start.elapsed_time(end)
 
 
 def torch_fn(kind):
