@@ -28,6 +28,9 @@ import tempfile
 import ml_dtypes
 import numpy as np
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from check_attention_gpu import reference as _gpu_check_reference
+
 HERE = pathlib.Path(__file__).resolve().parent
 KERNELS = HERE.parents[1] / "src" / "scitensor" / "backends" / "cuda" / "kernels"
 BUILD = pathlib.Path(tempfile.gettempdir()) / "scitensor_attention_emulator"
@@ -53,26 +56,8 @@ def build(ty: str, d: int, fwd: tuple[int, ...], bwd: tuple[int, int], asan: boo
 
 
 def reference(q, k, v, g, causal, scale):
-    """float64 out, dq, dk, dv (bottom-right causal; rows seeing nothing give zeros)."""
-    q, k, v, g = (np.asarray(x, np.float64) for x in (q, k, v, g))
-    b, h, sq, d = q.shape
-    hkv, sk = k.shape[1], k.shape[2]
-    grp = h // hkv
-    kk, vv = np.repeat(k, grp, axis=1), np.repeat(v, grp, axis=1)
-    s = q @ kk.swapaxes(-1, -2) * scale
-    if causal:
-        s = np.where(np.arange(sk)[None] <= np.arange(sq)[:, None] + sk - sq, s, -np.inf)
-    m = np.max(s, axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    e = np.exp(s - m)
-    den = e.sum(-1, keepdims=True)
-    p = np.where(den > 0, e / np.where(den > 0, den, 1), 0)
-    out = p @ vv
-    dp = g @ vv.swapaxes(-1, -2)
-    ds = p * (dp - (dp * p).sum(-1, keepdims=True))
-    dq = ds @ kk * scale
-    dk = (ds.swapaxes(-1, -2) @ q * scale).reshape(b, hkv, grp, sk, d).sum(2)
-    dv = (p.swapaxes(-1, -2) @ g).reshape(b, hkv, grp, sk, d).sum(2)
+    """float64 out, dq, dk, dv: the GPU check's reference without its logsumexp."""
+    out, _lse, dq, dk, dv = _gpu_check_reference(q, k, v, g, causal, scale)
     return out, dq, dk, dv
 
 
