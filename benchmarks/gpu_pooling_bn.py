@@ -37,9 +37,9 @@ from scitensor.ops.dropout import dropout
 from scitensor.ops.pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 
 try:  # run as `python -m benchmarks.X` or as a script
-    from .timing import event_ms
+    from .timing import cupy_stream_spin, event_ms, queued_ms, torch_spin
 except ImportError:
-    from timing import event_ms
+    from timing import cupy_stream_spin, event_ms, queued_ms, torch_spin
 
 COPY_CEILING_GBS = 2966.0
 ROTATE = 2
@@ -123,8 +123,11 @@ def bench_torch(kind, dname, inputs, warmup, reps):
         e.record()
         return e
 
+    spin = torch_spin()
     out = {"fwd": event_ms(fwd, record, torch.cuda.synchronize, warmup, reps),
-           "fwd+bwd": event_ms(fwd_bwd, record, torch.cuda.synchronize, warmup, reps)}
+           "fwd+bwd": event_ms(fwd_bwd, record, torch.cuda.synchronize, warmup, reps),
+           "fwd device": queued_ms(fwd, record, spin, warmup, reps),
+           "fwd+bwd device": queued_ms(fwd_bwd, record, spin, warmup, reps)}
     xs[0].grad = None
     torch.manual_seed(0)
     y = fn(xs[0], p)
@@ -160,8 +163,11 @@ def bench_scitensor(kind, dname, inputs, warmup, reps):
         return e
 
     sync = dev.backend.synchronize
+    spin = cupy_stream_spin()
     out = {"fwd": event_ms(fwd, record, sync, warmup, reps),
-           "fwd+bwd": event_ms(fwd_bwd, record, sync, warmup, reps)}
+           "fwd+bwd": event_ms(fwd_bwd, record, sync, warmup, reps),
+           "fwd device": queued_ms(fwd, record, spin, warmup, reps),
+           "fwd+bwd device": queued_ms(fwd_bwd, record, spin, warmup, reps)}
     xs[0].grad = None
     y = fn(xs[0], p)
     y.backward(gs[0])
@@ -216,11 +222,17 @@ def main(argv=None) -> int:
                        "scitensor_ms": o_ms[pas],
                        "torch_gbs": nbytes[pas] / t_ms[pas] / 1e6,
                        "scitensor_gbs": nbytes[pas] / o_ms[pas] / 1e6,
-                       "speed_vs_torch": speed, "y_rel_err": errs[0], "dx_rel_err": errs[1]}
-                row["scitensor_pct_ceiling"] = 100 * row["scitensor_gbs"] / COPY_CEILING_GBS
+                       "speed_vs_torch": speed, "y_rel_err": errs[0], "dx_rel_err": errs[1],
+                       "torch_device_ms": t_ms[pas + " device"],
+                       "scitensor_device_ms": o_ms[pas + " device"]}
+                dspeed = t_ms[pas + " device"] / o_ms[pas + " device"]
+                row["device_speed_vs_torch"] = dspeed
+                row["scitensor_device_gbs"] = nbytes[pas] / o_ms[pas + " device"] / 1e6
+                row["scitensor_pct_ceiling"] = (100 * row["scitensor_device_gbs"]
+                                                / COPY_CEILING_GBS)
                 if target is not None and pas in target[1]:
                     row["target"] = target[0]
-                    row["target_met"] = speed >= target[0]
+                    row["target_met"] = dspeed >= target[0]
                 rows.append(row)
                 print(f"{name:26s} {dname} {pas:8s} torch {t_ms[pas]:7.3f} ms "
                       f"({row['torch_gbs']:6.0f} GB/s)  scitensor {o_ms[pas]:7.3f} ms "
@@ -232,20 +244,25 @@ def main(argv=None) -> int:
     lines = [f"# Pooling, batch norm and dropout on {gpu}", "",
              f"torch {meta['torch']}, CuPy {meta['cupy']}, scitensor {meta['scitensor']}; "
              f"median of {args.reps} CUDA-event timings after {args.warmup} warm-up runs. "
-             "GB/s = tensor bytes touched once / time (see the script's docstring); "
+             "Two timings per pass: *eager* (events around each call, host enqueue cost "
+             "included) and *device* (every call queued behind a GPU spin, events between "
+             "calls: the kernels' time alone, `benchmarks/timing.py:queued_ms`). GB/s = "
+             "tensor bytes touched once / device time (see the script's docstring); "
              f"ceiling = {COPY_CEILING_GBS:.0f} GB/s device copy. Speed = torch ms / "
-             "scitensor ms.", "",
-             "| case | shape | dtype | pass | torch ms | scitensor ms | torch GB/s "
-             "| scitensor GB/s | % ceiling | speed | target | y err | dx err |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "scitensor ms; the kernel targets are judged on device time.", "",
+             "| case | shape | dtype | pass | torch eager ms | ours eager ms | eager speed "
+             "| torch device ms | ours device ms | ours GB/s | % ceiling | device speed "
+             "| target | y err | dx err |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tgt = (f"{r['target']:.1f}x {'met' if r['target_met'] else 'MISSED'}"
                if "target" in r else "-")
         lines.append(f"| {r['case']} | {'x'.join(map(str, r['shape']))} | {r['dtype']} | "
                      f"{r['pass']} | {r['torch_ms']:.3f} | {r['scitensor_ms']:.3f} | "
-                     f"{r['torch_gbs']:.0f} | {r['scitensor_gbs']:.0f} | "
-                     f"{r['scitensor_pct_ceiling']:.0f}% | {r['speed_vs_torch']:.2f} | {tgt} | "
-                     f"{r['y_rel_err']:.1e} | {r['dx_rel_err']:.1e} |")
+                     f"{r['speed_vs_torch']:.2f} | {r['torch_device_ms']:.3f} | "
+                     f"{r['scitensor_device_ms']:.3f} | {r['scitensor_device_gbs']:.0f} | "
+                     f"{r['scitensor_pct_ceiling']:.0f}% | {r['device_speed_vs_torch']:.2f} | "
+                     f"{tgt} | {r['y_rel_err']:.1e} | {r['dx_rel_err']:.1e} |")
     (args.out / "gpu_pooling_bn.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

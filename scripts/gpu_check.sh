@@ -6,8 +6,9 @@
 #
 # Usage: scripts/gpu_check.sh OUTDIR [TAG] [MODE]
 #   TAG names the benchmark files (gpu_overhead_<TAG>.json/.md; default: h100).
-#   MODE (third argument): tests, bench or all (default).
+#   MODE (third argument): tests, sanitize, bench or all (default).
 #   GPU_CHECK_BUDGET=seconds (default 450) bounds the whole run: later steps get what is left.
+#   GPU_CHECK_ONLY=a,b,... (bench mode) runs only those benchmarks (names as in the list below).
 #   Wheels in .whl/*.whl (e.g. nvmath-python) are installed into /tmp/site first; those in
 #   .whl/extra/ only if nvmath's cuBLASLt bindings do not import with the image's packages.
 set -u
@@ -77,38 +78,56 @@ EOF
 command -v compute-sanitizer >/dev/null && note "compute-sanitizer: $(command -v compute-sanitizer)"
 
 # ---- checks ---------------------------------------------------------------------------------
-# MODE: tests (CUDA test suite + sanitizers), bench (every benchmark), all (both)
+# MODE: tests (CUDA test suite + GPU self-checks), sanitize (compute-sanitizer passes),
+# bench (every benchmark), all (the three)
 MODE=${3:-all}
 B="$OUT/bench"
 mkdir -p "$B"
 if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
     export SCITENSOR_TEST_DEVICE=cuda
-    step pytest_cuda 260 $PY -m pytest -p no:cacheprovider -q -r fE -n 8 --durations=10 tests
+    step pytest_cuda 300 $PY -m pytest -p no:cacheprovider -q -r fE -n 8 --durations=10 \
+        --junitxml="$OUT/pytest_cuda.xml" tests
     unset SCITENSOR_TEST_DEVICE
+    # GPU self-checks of kernel families against float64 references (skipped if absent)
+    for chk in check_attention_gpu check_linear_gpu check_conv_gpu; do
+        [ -f "scripts/$chk.py" ] && step "$chk" 90 $PY "scripts/$chk.py"
+    done
+fi
+if [ "$MODE" = sanitize ] || [ "$MODE" = all ]; then
     if command -v compute-sanitizer >/dev/null; then
-        step memcheck 100 compute-sanitizer --tool memcheck --report-api-errors no \
-            --error-exitcode 9 $PY scripts/cuda_kernel_exercise.py
-        step attention_check 90 $PY scripts/check_attention_gpu.py
-        step attention_memcheck 90 compute-sanitizer --tool memcheck --report-api-errors no \
-            --error-exitcode 9 $PY scripts/check_attention_gpu.py --quick
-        step attention_racecheck 90 compute-sanitizer --tool racecheck --report-api-errors no \
-            --error-exitcode 9 $PY scripts/check_attention_gpu.py --quick
-        step norm_memcheck 80 compute-sanitizer --tool memcheck --report-api-errors no \
-            --error-exitcode 9 $PY scripts/norm_kernel_exercise.py
-        step norm_racecheck 80 compute-sanitizer --tool racecheck --report-api-errors no \
-            --error-exitcode 9 $PY scripts/norm_kernel_exercise.py
-        step layers_memcheck 120 compute-sanitizer --tool memcheck --report-api-errors no \
-            --error-exitcode 9 $PY -m pytest -p no:cacheprovider -q -x \
-            tests/ops/test_pooling.py tests/ops/test_batchnorm.py tests/ops/test_conv.py \
-            tests/ops/test_normalization.py tests/ops/test_losses.py -k cuda
+        # every kernel family, on odd shapes, under the four sanitizer tools (issue 11 item 4):
+        # elementwise/random/cuBLASLt (cuda_kernel_exercise), attention (check script --quick),
+        # row kernels (norm_kernel_exercise), and the layer kernels through their CUDA tests.
+        # GPU_CHECK_TOOLS picks tools (default all four, in this order).
+        CS="compute-sanitizer --report-api-errors no --error-exitcode 9"
+        LAYER_TESTS="tests/ops/test_pooling.py tests/ops/test_batchnorm.py tests/ops/test_conv.py
+            tests/ops/test_normalization.py tests/ops/test_losses.py tests/ops/test_dropout.py"
+        for t in tests/ops/test_linear.py tests/cluster/test_kmeans.py tests/optim; do
+            [ -e "$t" ] && LAYER_TESTS="$LAYER_TESTS $t"
+        done
+        for tool in ${GPU_CHECK_TOOLS:-memcheck racecheck initcheck synccheck}; do
+            step "${tool}_elementwise" 100 $CS --tool $tool $PY scripts/cuda_kernel_exercise.py
+            step "${tool}_attention" 90 $CS --tool $tool $PY scripts/check_attention_gpu.py --quick
+            step "${tool}_rows" 80 $CS --tool $tool $PY scripts/norm_kernel_exercise.py
+            step "${tool}_layers" 150 $CS --tool $tool $PY -m pytest -p no:cacheprovider -q -x \
+                $LAYER_TESTS -k cuda
+        done
     fi
 fi
 if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
-    step bench_overhead 80 $PY benchmarks/gpu_overhead.py --out "$B" --tag "$TAG"
-    step bench_batching 90 $PY -m benchmarks.gpu_batching --out "$B" --tag "$TAG"
-    step bench_norm 80 $PY -m benchmarks.gpu_norm_softmax --out "$B" --reps 30
-    step bench_pooling_bn 70 $PY -m benchmarks.gpu_pooling_bn --out "$B" --reps 20
-    step bench_conv 120 $PY -m benchmarks.gpu_conv --out "$B" --reps 20 --jit
-    step bench_attention 150 $PY -m benchmarks.gpu_attention --out "$B" --reps 10
+    ONLY=${GPU_CHECK_ONLY:-overhead,batching,norm,pooling_bn,linear,conv,cnn,attention,kmeans,gpt}
+    want() { case ",$ONLY," in *",$1,"*) return 0 ;; esac; return 1; }
+    want overhead && step bench_overhead 80 $PY benchmarks/gpu_overhead.py --out "$B" --tag "$TAG"
+    want overhead && step overhead_breakdown 60 $PY scripts/overhead_breakdown.py
+    want batching && step bench_batching 90 $PY -m benchmarks.gpu_batching --out "$B" --tag "$TAG"
+    want norm && step bench_norm 80 $PY -m benchmarks.gpu_norm_softmax --out "$B" --reps 30
+    want pooling_bn && step bench_pooling_bn 90 $PY -m benchmarks.gpu_pooling_bn --out "$B" --reps 20
+    for m in linear conv cnn kmeans gpt; do
+        want $m && [ -f "benchmarks/gpu_$m.py" ] && step "bench_$m" 150 $PY -m "benchmarks.gpu_$m" --out "$B"
+    done
+    want attention && step bench_attention 150 $PY -m benchmarks.gpu_attention --out "$B" --reps 10
+    if [ -f benchmarks/__main__.py ]; then
+        step bench_report 60 $PY -m benchmarks --from-json "$B" --out "$OUT/report"
+    fi
 fi
 note "== total $(( $(date +%s) - START ))s"

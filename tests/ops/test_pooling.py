@@ -235,12 +235,15 @@ def test_avg_pool_property(h, w, kh, kw, s, p, ceil, cip):
 
 
 # ---- device (GPU) against CPU --------------------------------------------------------------
-DEVICE_CASES = [  # the GPU fast paths (3x3 s2 p1 and 2x2 s2 on W % 8 == 0) and generic ones
+DEVICE_CASES = [  # the GPU fast paths (3x3 s2 p1, 2x2 s2) and generic ones
     ("max", (2, 3, 16, 16), dict(kernel_size=3, stride=2, padding=1)),
     ("max", (2, 3, 8, 16), dict(kernel_size=2)),
     ("max", (2, 3, 9, 7), dict(kernel_size=(3, 2), stride=(2, 1), padding=1, dilation=(1, 2),
                                ceil_mode=True)),
     ("avg", (2, 3, 8, 16), dict(kernel_size=2)),
+    # float32 2x2 s2 with 4 columns per thread: W % 4 == 0 but W % 8 != 0, an odd row left
+    ("max", (2, 3, 7, 12), dict(kernel_size=2)),
+    ("avg", (2, 3, 7, 12), dict(kernel_size=2)),
     ("avg", (2, 3, 9, 7), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True,
                                count_include_pad=False)),
     ("adaptive", (2, 3, 7, 7), dict(output_size=1)),

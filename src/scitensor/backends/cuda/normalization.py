@@ -98,7 +98,8 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
         stats = self._new((1 if rms else 2, rows), _F32)  # one allocation: rstd (and mean)
         rstd, mean = stats[0], None if rms else stats[1]
         vec = 16 // x.dtype.itemsize
-        plan = pick_register(n, vec) or pick_stream(
+        # 16-bit rows may hold 32 values a thread (v4): 64 bytes in flight, as float32's v4
+        plan = pick_register(n, vec, max_values=16 if vec == 4 else 32) or pick_stream(
             n, vec if n % vec == 0 else 1, "loop" if n % vec == 0 else "loop1")
         k = self._rows().get("layer_norm.cu", DTYPE_CODE[x.dtype], "st_norm_fwd_" + plan.kernel,
                              _NORM_FWD_SIG)

@@ -82,6 +82,11 @@ class CudaPoolingPrimitives(PoolingPrimitives):
     def _aligned(self, *arrays, to: int = 16) -> bool:
         return all(self._ptr(a) % to == 0 for a in arrays)
 
+    def _k2s2_f32(self, x, h, w, oh, ow) -> bool:
+        """Whether the float32 2x2-stride-2 kernel (4 input columns per thread) applies."""
+        return (x.dtype == np.float32 and w % 4 == 0 and w == 2 * ow and h >= 2 * oh
+                and self._aligned(x))
+
     def _f32(self, a):
         return None if a is None else self.xp.ascontiguousarray(self._cast(a, np.float32))
 
@@ -108,6 +113,11 @@ class CudaPoolingPrimitives(PoolingPrimitives):
             self._launch("pooling.cu", x, "st_max_pool2d_k3s2p1_fwd", "pppiiiii",
                          planes * oh * (ow // 4), self._ptr(x), self._ptr(y), self._ptr(arg),
                          planes, h, w, oh, ow)
+        elif (geom == ((2, 2), (2, 2), (0, 0), (1, 1)) and self._k2s2_f32(x, h, w, oh, ow)
+              and small):
+            self._launch("pooling.cu", x, "st_pool2d_k2s2_fwd_f32q", "pppiiiiiif",
+                         y.size // 2, self._ptr(x), self._ptr(y), self._ptr(arg), planes, h,
+                         w, oh, ow, 0, 1.0)
         elif geom == ((2, 2), (2, 2), (0, 0), (1, 1)) and whole_rows and h >= 2 * oh:
             self._launch("pooling.cu", x, "st_pool2d_k2s2_fwd", "pppiiiiiif",
                          planes * oh * (ow // 4), self._ptr(x), self._ptr(y), self._ptr(arg),
@@ -170,7 +180,12 @@ class CudaPoolingPrimitives(PoolingPrimitives):
         if y.size == 0:
             return y
         div = int(divisor_override or 0)
-        if (self._avg_fast(kernel, stride, padding, h, w, oh, ow) and w % 8 == 0
+        if (self._avg_fast(kernel, stride, padding, h, w, oh, ow)
+                and self._k2s2_f32(x, h, w, oh, ow)):
+            self._launch("pooling.cu", x, "st_pool2d_k2s2_fwd_f32q", "pppiiiiiif",
+                         y.size // 2, self._ptr(x), self._ptr(y), 0, n * c, h, w, oh, ow, 1,
+                         float(div or 4))
+        elif (self._avg_fast(kernel, stride, padding, h, w, oh, ow) and w % 8 == 0
                 and self._aligned(x)):
             self._launch("pooling.cu", x, "st_pool2d_k2s2_fwd", "pppiiiiiif",
                          y.size // 4, self._ptr(x), self._ptr(y), 0, n * c, h, w, oh, ow, 1,

@@ -153,6 +153,50 @@ extern "C" __global__ void st_pool2d_k2s2_fwd(const T* __restrict__ x, T* __rest
   }
 }
 
+// ---- 2x2 stride 2, float32: 4 input columns (2 outputs) per thread -----------------------
+// The 8-column kernel above reads 2 x 16 bytes per row per thread, so a warp's first load
+// instruction touches every other 16-byte half of 1 KiB (and the second the rest): twice
+// the L1 wavefronts of a contiguous 512-byte read. Here a warp's load of each row is one
+// contiguous run of 16-byte vectors and its store one run of 8-byte pairs.
+// Needs W % 4 == 0, W == 2 * OW, H >= 2 * OH, 16-byte aligned x; arg (max mode) gets 2 bytes.
+#if ST_DTYPE == 2
+extern "C" __global__ void st_pool2d_k2s2_fwd_f32q(const float* __restrict__ x,
+                                                   float* __restrict__ y,
+                                                   unsigned char* __restrict__ arg, int planes,
+                                                   int H, int W, int OH, int OW, int mode,
+                                                   float divisor) {
+  const int QW = OW >> 1;
+  const int total = planes * OH * QW;
+  ST_GRID_LOOP(idx, total) {
+    const int q = idx % QW, t = idx / QW, oh = t % OH, plane = t / OH;
+    const float* __restrict__ r0 = x + (long long)plane * H * W + (2 * oh) * W + q * 4;
+    const float4 a = __ldg(reinterpret_cast<const float4*>(r0));
+    const float4 b = __ldg(reinterpret_cast<const float4*>(r0 + W));
+    float2 out;
+    if (mode == 0) {
+      float best0 = st_neg_inf(), best1 = st_neg_inf();
+      int bk0 = -1, bk1 = -1;
+      bool bn0 = false, bn1 = false;
+      st_max_update(best0, bk0, bn0, a.x, 0);
+      st_max_update(best0, bk0, bn0, a.y, 1);
+      st_max_update(best0, bk0, bn0, b.x, 2);
+      st_max_update(best0, bk0, bn0, b.y, 3);
+      st_max_update(best1, bk1, bn1, a.z, 0);
+      st_max_update(best1, bk1, bn1, a.w, 1);
+      st_max_update(best1, bk1, bn1, b.z, 2);
+      st_max_update(best1, bk1, bn1, b.w, 3);
+      out = make_float2(best0, best1);
+      if (arg)  // whole windows: bk >= 0
+        reinterpret_cast<unsigned short*>(arg)[idx] = (unsigned short)(bk0 | (bk1 << 8));
+    } else {
+      out = make_float2((((a.x + a.y) + b.x) + b.y) / divisor,
+                        (((a.z + a.w) + b.z) + b.w) / divisor);
+    }
+    reinterpret_cast<float2*>(y)[idx] = out;
+  }
+}
+#endif
+
 // ---- max pooling backward, any geometry: one thread per input element --------------------
 template <typename A>
 __device__ __forceinline__ void max_bwd_generic(const T* __restrict__ g,
