@@ -37,20 +37,22 @@ KERNELS = ROOT / "src" / "scitensor" / "backends" / "cuda" / "kernels"
 SHIM = pathlib.Path(__file__).with_name("cuda_shim.h")
 SOURCES = {"ln": "layer_norm.cu", "sm": "softmax.cu", "ce": "cross_entropy.cu"}
 EXPORTS = {
-    "ln": ["st_norm_fwd_v1", "st_norm_fwd_v2", "st_norm_fwd_loop", "st_norm_fwd_loop1",
+    "ln": ["st_norm_fwd_v1", "st_norm_fwd_v2", "st_norm_fwd_v4", "st_norm_fwd_loop", "st_norm_fwd_loop1",
            "st_norm_bwd_v1", "st_norm_bwd_v2", "st_norm_bwd_s1", "st_norm_bwd_s2",
            "st_norm_bwd_loop", "st_norm_bwd_loop1", "st_norm_param_reduce"],
     "sm": ["st_softmax_fwd_v1", "st_softmax_fwd_v2", "st_softmax_bwd_v1", "st_softmax_bwd_v2",
            "st_softmax_fwd_loop", "st_softmax_bwd_loop"],
     "ce": ["st_cross_entropy_fwd", "st_cross_entropy_bwd"],
 }
-FP32_ONLY = {"ln": ["st_norm_fwd_v4", "st_norm_bwd_v4", "st_norm_bwd_s4"],
+FP32_ONLY = {"ln": ["st_norm_bwd_v4", "st_norm_bwd_s4"],
              "sm": ["st_softmax_fwd_v4", "st_softmax_bwd_v4"], "ce": []}
 
 
 def build(asan: bool) -> pathlib.Path:
     files = [SHIM] + [KERNELS / n for n in ("rowwise.cuh", *SOURCES.values())]
-    key = hashlib.sha256(b"".join(f.read_bytes() for f in files) + bytes([asan])).hexdigest()
+    exports = repr((EXPORTS, FP32_ONLY)).encode()  # the export list changes the build too
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in files) + exports
+                         + bytes([asan])).hexdigest()
     out = pathlib.Path(tempfile.gettempdir()) / "scitensor_norm_emulator" / key[:16]
     if (out / "done").exists():
         return out

@@ -73,6 +73,9 @@ struct float4 { float x, y, z, w; };
 struct uint4 { unsigned int x, y, z, w; };
 struct uint2 { unsigned int x, y; };
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+struct float2 { float x, y; };
+inline float2 make_float2(float a, float b) { return {a, b}; }
+template <class P> inline P __ldg(const P* p) { return *p; }
 typedef unsigned short st_f16;
 typedef unsigned short st_bf16;
 typedef unsigned char st_bool;

@@ -58,6 +58,7 @@ def _close(a, b, dtype=np.float32):
 MAX_CASES = [  # shape, kernel, stride, padding, dilation, ceil_mode, expected kernel
     ((2, 3, 16, 16), (3, 3), (2, 2), (1, 1), (1, 1), False, "st_max_pool2d_k3s2p1_fwd"),
     ((2, 3, 8, 16), (2, 2), (2, 2), (0, 0), (1, 1), False, "st_pool2d_k2s2_fwd"),
+    ((2, 3, 7, 12), (2, 2), (2, 2), (0, 0), (1, 1), False, "st_pool2d_k2s2_fwd"),
     ((2, 3, 9, 7), (3, 2), (2, 1), (1, 0), (2, 1), True, "st_max_pool2d_fwd_u8"),
     ((1, 2, 7, 9), (3, 3), (2, 2), (1, 1), (1, 1), True, "st_max_pool2d_fwd_u8"),
     ((1, 1, 20, 20), (17, 17), (3, 3), (8, 8), (1, 1), False, "st_max_pool2d_fwd_i32"),
@@ -74,6 +75,10 @@ def test_max_pool(gpu, cpu, case, dtype):
     x[-1, -1, :3, :3] = -np.inf  # windows of -inf next to padding: padding must not win
     y, arg = gpu.max_pool2d(x, k, s, p, d, ceil, True)
     y_ref, arg_ref = cpu.max_pool2d(x, k, s, p, d, ceil, True)
+    if kernel == "st_pool2d_k2s2_fwd" and dtype == np.float32:
+        kernel += "_f32q"  # float32 takes the 4-columns-a-thread variant
+    if kernel == "st_pool2d_k2s2_fwd" and shape[3] % 8:
+        kernel = "st_max_pool2d_fwd_u8"  # the 16-bit variant needs W % 8 == 0
     assert kernel in gpu.launched()
     np.testing.assert_array_equal(y.astype(np.float32), y_ref.astype(np.float32))
     np.testing.assert_array_equal(arg, arg_ref)
@@ -102,6 +107,7 @@ def test_max_pool_fast_backward_kernels(gpu, cpu):
 AVG_CASES = [  # shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor
     ((2, 3, 8, 16), (2, 2), (2, 2), (0, 0), False, True, None),
     ((2, 3, 9, 16), (2, 2), (2, 2), (0, 0), False, False, 3),
+    ((2, 3, 7, 12), (2, 2), (2, 2), (0, 0), False, True, None),
     ((2, 3, 9, 7), (3, 2), (2, 1), (1, 1), True, True, None),
     ((2, 3, 9, 7), (3, 3), (2, 2), (1, 1), True, False, None),
     ((1, 2, 5, 6), (2, 2), (2, 2), (0, 0), True, True, None),
@@ -116,6 +122,8 @@ def test_avg_pool(gpu, cpu, case, dtype):
     x = _x(rng, shape, dtype)
     y = gpu.avg_pool2d(x, k, s, p, ceil, cip, div)
     _close(y, cpu.avg_pool2d(x, k, s, p, ceil, cip, div), dtype)
+    if k == (2, 2) and s == (2, 2) and shape[3] % 4 == 0 and dtype == np.float32:
+        assert "st_pool2d_k2s2_fwd_f32q" in gpu.launched()
     g = _x(rng, y.shape, dtype)
     dx = gpu.avg_pool2d_backward(g, shape[2:], k, s, p, cip, div)
     _close(dx, cpu.avg_pool2d_backward(g, shape[2:], k, s, p, cip, div), dtype)
