@@ -127,7 +127,7 @@ if [ "$MODE" = bench ] || [ "$MODE" = all ]; then
     done
     want attention && step bench_attention 150 $PY -m benchmarks.gpu_attention --out "$B" --reps 10
     if [ -f benchmarks/__main__.py ]; then
-        step bench_report 60 $PY -m benchmarks --from-json "$B" --out "$OUT/report"
+        step bench_report 60 $PY -m benchmarks --from-json "$B" --out "$OUT/report" --probe
     fi
 fi
 note "== total $(( $(date +%s) - START ))s"

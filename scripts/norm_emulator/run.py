@@ -37,7 +37,8 @@ KERNELS = ROOT / "src" / "scitensor" / "backends" / "cuda" / "kernels"
 SHIM = pathlib.Path(__file__).with_name("cuda_shim.h")
 SOURCES = {"ln": "layer_norm.cu", "sm": "softmax.cu", "ce": "cross_entropy.cu"}
 EXPORTS = {
-    "ln": ["st_norm_fwd_v1", "st_norm_fwd_v2", "st_norm_fwd_v4", "st_norm_fwd_loop", "st_norm_fwd_loop1",
+    "ln": ["st_norm_fwd_v1", "st_norm_fwd_v2", "st_norm_fwd_v4", "st_norm_fwd_loop",
+           "st_norm_fwd_loop1",
            "st_norm_bwd_v1", "st_norm_bwd_v2", "st_norm_bwd_s1", "st_norm_bwd_s2",
            "st_norm_bwd_loop", "st_norm_bwd_loop1", "st_norm_param_reduce"],
     "sm": ["st_softmax_fwd_v1", "st_softmax_fwd_v2", "st_softmax_bwd_v1", "st_softmax_bwd_v2",

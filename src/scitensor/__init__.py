@@ -8,7 +8,7 @@ Example:
     [2.0, 4.0, 6.0]
 """
 
-from . import dtypes, gpu
+from . import cluster, dtypes, gpu
 from ._version import __version__
 from .autodiff import (
     custom_vjp,
@@ -71,6 +71,14 @@ from .jit import jit
 from .ops import *  # noqa: F403
 from .precision import get_matmul_precision, set_matmul_precision
 from .random import Generator, manual_seed
-from .runtime import HostSyncInCaptureError, get_sync_mode, set_sync_mode, sync_mode
+from .runtime import (
+    HostSyncInCaptureError,
+    deterministic,
+    get_sync_mode,
+    is_deterministic,
+    set_deterministic,
+    set_sync_mode,
+    sync_mode,
+)
 from .serialization import CheckpointError, load, save
 from .tensor import Tensor

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import ml_dtypes
 import numpy as np
 
 from . import dtypes as dt
@@ -121,13 +122,29 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
     if gpu_array:
         arr = dev.backend.astype(dev.backend.copy(dev.backend.xp.asarray(data)), d)
         return _finish(arr, dev, requires_grad, "tensor")
+    _check_fits(data, d)
     try:
         host = np.array(data, dtype=d.np)
-    except (TypeError, ValueError, OverflowError) as e:
+    except TypeError as e:
         raise TypeError(f"tensor: cannot convert {type(data).__name__} to a {d.name} tensor "
                         f"({e})") from None
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"tensor: cannot convert {type(data).__name__} to a {d.name} tensor "
+                         f"({e}); ragged nested lists, NaN or values outside the dtype's "
+                         "range?") from None
     arr = host if dev.type == "cpu" else dev.backend.asarray(host, d)
     return _finish(arr, dev, requires_grad, "tensor")
+
+
+def _check_fits(data, d: dt.DType) -> None:
+    """Unsigned 64-bit data beyond int64 would wrap around when made int64: refuse it."""
+    if (d is dt.int64 and isinstance(data, np.ndarray | np.generic)
+            and data.dtype == np.uint64 and data.size and int(data.max()) > _INT64_MAX):
+        raise ValueError(f"tensor: uint64 value {int(data.max())} does not fit int64 (the "
+                         "largest integer dtype); convert the data to float64 first")
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def from_numpy(array: np.ndarray, device=None) -> Tensor:
@@ -141,7 +158,10 @@ def from_numpy(array: np.ndarray, device=None) -> Tensor:
     """
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
-    d = dt.from_numpy_dtype(array.dtype)
+    try:
+        d = dt.from_numpy_dtype(array.dtype)
+    except TypeError as e:
+        raise TypeError(f"from_numpy: {e}") from None
     dev = _device(device)
     if dev.type == "cpu":
         return wrap(array, dev)
@@ -217,6 +237,7 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False) -> Ten
     if isinstance(shape, numbers.Integral):
         shape = (shape,)
     d = _infer_dtype(fill_value, "full") if dtype is None else dt.as_dtype(dtype)
+    _check_fill(fill_value, d, "full")
     dev = _device(device)
     return _finish(dev.backend.full(_shape(tuple(shape), "full"), fill_value, d), dev,
                    requires_grad, "full")
@@ -232,6 +253,13 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
     """
     if stop is None:
         start, stop = 0, start
+    if step is None:  # as in NumPy
+        step = 1
+    for name, v in (("start", start), ("stop", stop), ("step", step)):
+        if not isinstance(v, numbers.Real):
+            raise TypeError(f"arange: {name} must be a real number, got {v!r:.40}")
+        if not math.isfinite(v):
+            raise ValueError(f"arange: {name} must be finite, got {v}")
     if step == 0:
         raise ValueError("arange: step must not be zero")
     if dtype is None:
@@ -240,13 +268,27 @@ def arange(start, stop=None, step=1, dtype=None, device=None) -> Tensor:
     else:
         d = dt.as_dtype(dtype)
     dev = _device(device)
+    length = math.ceil((stop - start) / step)
+    if length > _MAX_ELEMENTS:
+        raise ValueError(f"arange: [{start}, {stop}) with step {step} would have {length} "
+                         "elements, more than any device can hold")
+    if length <= 0:  # empty (NumPy refuses some of these, e.g. a tiny step the wrong way)
+        start, stop, step = 0, 0, 1
     return wrap(dev.backend.arange(start, stop, step, d), dev)
+
+
+_MAX_ELEMENTS = 2**62
 
 
 def linspace(start, stop, num: int, dtype=None, device=None) -> Tensor:
     """``num`` evenly spaced values from ``start`` to ``stop`` inclusive."""
     if not isinstance(num, numbers.Integral) or num < 0:
         raise ValueError(f"linspace: num must be a non-negative int, got {num!r}")
+    for name, v in (("start", start), ("stop", stop)):
+        if not isinstance(v, numbers.Real):
+            raise TypeError(f"linspace: {name} must be a real number, got {v!r:.40}")
+        if not math.isfinite(v):
+            raise ValueError(f"linspace: {name} must be finite, got {v}")
     dev = _device(device)
     return wrap(dev.backend.linspace(start, stop, int(num), _float_dtype(dtype)), dev)
 
@@ -266,6 +308,26 @@ def _like(x: Tensor, dtype, device, op: str):
             x.device if device is None else Device(device))
 
 
+def _check_fill(value, d: dt.DType, op: str) -> None:
+    """A fill value must be a number that ``d`` holds (NaN and inf only in floating dtypes)."""
+    if isinstance(value, Tensor):
+        raise TypeError(f"{op}: fill_value must be a Python number, got a Tensor; use "
+                        "value.item() or st.zeros(...) + value")
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: fill_value must be a number, got {type(value).__name__} "
+                        f"{value!r:.40}")
+    if d.is_floating:
+        return
+    if not math.isfinite(value):
+        raise ValueError(f"{op}: fill_value {value} cannot be stored in a {d.name} tensor; use "
+                         "a floating dtype")
+    if d.is_integer:
+        info = np.iinfo(d.np)
+        if not info.min <= value <= info.max:
+            raise ValueError(f"{op}: fill_value {value} does not fit {d.name} (range "
+                             f"[{info.min}, {info.max}])")
+
+
 def zeros_like(x: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Zeros with ``x``'s shape, dtype and device (each overridable)."""
     shape, d, dev = _like(x, dtype, device, "zeros_like")
@@ -281,6 +343,7 @@ def ones_like(x: Tensor, dtype=None, device=None, requires_grad=False) -> Tensor
 def full_like(x: Tensor, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
     """``fill_value`` with ``x``'s shape, dtype and device (each overridable)."""
     shape, d, dev = _like(x, dtype, device, "full_like")
+    _check_fill(fill_value, d, "full_like")
     return _finish(dev.backend.full(shape, fill_value, d), dev, requires_grad, "full_like")
 
 
@@ -359,8 +422,10 @@ def randint(low: int, high: int | None = None, size=(), dtype=None, device=None,
     elif d.is_integer:
         info = np.iinfo(d.np)
         lo_ok, hi_ok = int(info.min), int(info.max) + 1
-    else:
+    else:  # integers drawn in int64, then rounded to d: they must stay finite there
         lo_ok, hi_ok = -(2**63), 2**63 - 1
+        big = int(float(ml_dtypes.finfo(d.np).max))
+        lo_ok, hi_ok = max(lo_ok, -big), min(hi_ok, big + 1)
     if low < lo_ok or high > hi_ok:
         raise ValueError(f"randint: [{low}, {high}) does not fit dtype {d.name} "
                          f"(valid range [{lo_ok}, {hi_ok}))")

@@ -9,8 +9,9 @@ with one launch, and copy the outputs out. On the CPU the function simply runs.
 Semantics (the same on every device):
 
 - The signature (cache key) covers the argument structure, each tensor's shape, dtype, device
-  and ``requires_grad``, every non-tensor argument's value, and the grad mode; a new signature
-  captures a new graph (the cache keeps the ``max_cache`` most recent).
+  and ``requires_grad``, every non-tensor argument's value, the grad mode and the
+  deterministic mode; a new signature captures a new graph (the cache keeps the ``max_cache``
+  most recent).
 - Returned tensors are fresh copies: they stay valid after later calls (copy-out ownership).
   They carry no autodiff history: differentiate *inside* the function (``backward()``,
   ``st.grad``), as a training step does.
@@ -44,7 +45,7 @@ import numbers
 from .autodiff.functional import tree_flatten, tree_unflatten
 from .autodiff.mode import GRAD_ENABLED
 from .device import get_default_device
-from .runtime import CAPTURING, REPLAY_HOOKS, HostSyncInCaptureError
+from .runtime import CAPTURING, DETERMINISTIC, REPLAY_HOOKS, HostSyncInCaptureError
 from .tensor import Tensor, wrap
 
 __all__ = ["JitFunction", "jit"]
@@ -58,6 +59,12 @@ class JitFunction:
     """A function compiled by :func:`jit` (see the module docstring for the semantics)."""
 
     def __init__(self, fn, max_cache: int = 8):
+        if not callable(fn):
+            raise TypeError(f"jit: expected a function to compile, got {type(fn).__name__} "
+                            f"{fn!r:.40}")
+        if isinstance(max_cache, bool) or not isinstance(max_cache, numbers.Integral) \
+                or max_cache < 1:
+            raise ValueError(f"jit: max_cache must be a positive int, got {max_cache!r}")
         self.fn = fn
         self.max_cache = max_cache
         self.cache: collections.OrderedDict = collections.OrderedDict()
@@ -87,7 +94,7 @@ class JitFunction:
                         "hashable, so it cannot be part of the cache key; pass tensors, "
                         "numbers, strings or hashable objects") from None
                 parts.append(("O", id(type(leaf)), leaf))
-        return (repr(spec), tuple(parts), GRAD_ENABLED[0]), device
+        return (repr(spec), tuple(parts), GRAD_ENABLED[0], DETERMINISTIC[0]), device
 
     def __call__(self, *args, **kwargs):
         leaves, spec = tree_flatten((args, kwargs))

@@ -7,7 +7,10 @@ stored under dotted names (``"layers.0.weight"``); the nesting and every non-ten
 (ints, floats, strings, bools, None) go into the header's ``__metadata__`` as JSON, so
 ``load`` rebuilds exactly the object that was saved. Writes are atomic: the file is written to
 a temporary name in the same directory, flushed to disk and renamed over the target, so an
-interrupted save leaves the previous checkpoint intact.
+interrupted save leaves the previous checkpoint intact. A CRC-32 of every tensor's bytes goes
+into the metadata too, so ``load`` detects corrupted data (files from other writers, without
+checksums, load unverified); a truncated, corrupted or foreign file raises
+:class:`CheckpointError`.
 
 Example:
     >>> import os, tempfile, scitensor as st
@@ -24,6 +27,7 @@ import json
 import os
 import struct
 import tempfile
+import zlib
 
 import numpy as np
 
@@ -36,6 +40,10 @@ _CODES = {"bool": "BOOL", "int32": "I32", "int64": "I64", "float16": "F16",
           "bfloat16": "BF16", "float32": "F32", "float64": "F64"}
 _FROM_CODE = {v: dt.as_dtype(k) for k, v in _CODES.items()}
 _FORMAT_KEY = "scitensor.tree"
+# CRC-32s that catch corruption: one per tensor (over its dtype, shape and bytes) and one over
+# the rest of the metadata (the object's structure), under the key "__metadata__"
+_CRC_KEY = "scitensor.crc32"
+_META_CRC = "__metadata__"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -46,7 +54,13 @@ class CheckpointError(ValueError):
 def _flatten(obj, prefix, tensors, path="obj"):
     """Split ``obj`` into a JSON-able skeleton and a {name: Tensor} dict."""
     if isinstance(obj, Tensor):
-        name = prefix or "tensor"
+        name = base = prefix or "tensor"
+        i = 1
+        # {"a.b": x, "a": {"b": y}} would give both the name "a.b"; "__metadata__" is the
+        # header's own entry
+        while name in tensors or name == "__metadata__":
+            name = f"{base}#{i}"
+            i += 1
         tensors[name] = obj
         return {"__tensor__": name}
     if isinstance(obj, dict):
@@ -92,20 +106,27 @@ def save(obj, path, metadata: dict | None = None) -> None:
         path: the file to write (``.safetensors`` by convention); replaced atomically.
         metadata: extra string key/values stored in the header.
     """
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"save: metadata must be a dict of strings, got "
+                        f"{type(metadata).__name__}")
     tensors: dict[str, Tensor] = {}
     skeleton = _flatten(obj, "", tensors)
     header: dict = {}
     blobs = []
     offset = 0
+    checksums = {}
     for name, t in tensors.items():
         arr = np.ascontiguousarray(t.numpy())
         raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": _CODES[t.dtype.name], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + len(raw)]}
+        checksums[name] = _tensor_crc(header[name], raw)
         blobs.append(raw)
         offset += len(raw)
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta[_FORMAT_KEY] = json.dumps(skeleton)
+    checksums[_META_CRC] = _meta_crc(meta)
+    meta[_CRC_KEY] = json.dumps(checksums)
     header["__metadata__"] = meta
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # align the data section to 8 bytes
@@ -145,6 +166,41 @@ def _read_header(f, path, size):
     return header, 8 + n
 
 
+def _dim(n) -> int:
+    """One shape entry of a header: a non-negative int (JSON may give anything)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(n)
+    return n
+
+
+def _tensor_crc(info: dict, raw: bytes) -> int:
+    return zlib.crc32(raw, zlib.crc32(f"{info['dtype']}{list(info['shape'])}".encode()))
+
+
+def _meta_crc(meta: dict) -> int:
+    """CRC-32 of the metadata other than the checksums themselves."""
+    rest = {k: v for k, v in meta.items() if k != _CRC_KEY}
+    return zlib.crc32(json.dumps(rest, sort_keys=True).encode())
+
+
+def _checksums(meta: dict, path) -> dict:
+    text = meta.get(_CRC_KEY)
+    if text is None:  # a file from another writer: nothing to verify
+        return {}
+    try:
+        sums = json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        sums = None
+    if not isinstance(sums, dict) or not all(isinstance(v, int) for v in sums.values()):
+        raise CheckpointError(f"load: {path}: the scitensor checksums in the header are "
+                              "corrupted")
+    expected = sums.pop(_META_CRC, None)
+    if expected is not None and _meta_crc(meta) != expected:
+        raise CheckpointError(f"load: {path} is corrupted: its metadata (the saved object's "
+                              "structure) does not match the checksum written with it")
+    return sums
+
+
 def load(path, device=None):
     """Read a checkpoint written by :func:`save` (or any safetensors file).
 
@@ -166,25 +222,41 @@ def load(path, device=None):
     with open(path, "rb") as f:
         header, data_start = _read_header(f, path, size)
         meta = header.pop("__metadata__", {}) or {}
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"load: {path}: the header's __metadata__ is a "
+                                  f"{type(meta).__name__}, not a dict of strings (corrupted?)")
+        checksums = _checksums(meta, path)
         tensors = {}
         data_len = size - data_start
         for name, info in header.items():
             try:
-                d = _FROM_CODE[info["dtype"]]
-                shape = tuple(int(s) for s in info["shape"])
+                code = info["dtype"]
+                shape = tuple(_dim(s) for s in info["shape"])
                 begin, end = (int(o) for o in info["data_offsets"])
             except (KeyError, TypeError, ValueError):
-                raise CheckpointError(f"load: {path}: entry {name!r} has an unsupported dtype "
-                                      f"or malformed fields: {info!r:.120}") from None
+                raise CheckpointError(f"load: {path}: entry {name!r} has malformed fields (dtype, "
+                                      f"shape, data_offsets): {info!r:.120}") from None
+            d = _FROM_CODE.get(code) if isinstance(code, str) else None
+            if d is None:
+                raise CheckpointError(f"load: {path}: tensor {name!r} has dtype {code!r:.20}, "
+                                      "which scitensor does not support (it reads "
+                                      f"{', '.join(_FROM_CODE)})")
             expected = int(np.prod(shape)) * d.itemsize
             if end - begin != expected or begin < 0:
                 raise CheckpointError(f"load: {path}: tensor {name!r} ({d.name}, {shape}) "
-                                      f"needs {expected} bytes but its offsets give {end - begin}")
+                                      f"needs {expected} bytes but its offsets give {end - begin}"
+                                      " (a wrong dtype or shape in the header?)")
             if end > data_len:
                 raise CheckpointError(f"load: {path} is truncated: tensor {name!r} ends at byte "
                                       f"{end} of a {data_len}-byte data section")
             f.seek(data_start + begin)
-            arr = np.frombuffer(f.read(end - begin), dtype=d.np.newbyteorder("<"))
+            raw = f.read(end - begin)
+            crc = checksums.get(name)
+            if crc is not None and _tensor_crc(info, raw) != crc:
+                raise CheckpointError(f"load: {path} is corrupted: the bytes of tensor {name!r} "
+                                      f"({d.name}, {shape}) do not match the checksum written "
+                                      "with them")
+            arr = np.frombuffer(raw, dtype=d.np.newbyteorder("<"))
             arr = arr.astype(d.np).reshape(shape)
             data = arr if dev.type == "cpu" else dev.backend.asarray(arr, d)
             tensors[name] = wrap(data, dev)
@@ -193,5 +265,6 @@ def load(path, device=None):
         return tensors
     try:
         return _unflatten(json.loads(tree), tensors)
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"load: {path}: the scitensor metadata is corrupted ({e})") from None
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"load: {path}: the scitensor metadata is corrupted "
+                              f"({type(e).__name__}: {e})") from None

@@ -212,7 +212,7 @@ class Tensor:
         """Cast to ``dtype`` (differentiable for floating dtypes)."""
         from .ops.transfer import to
 
-        return to(self, dtype=dtype)
+        return to(self, dtype=dt.as_dtype(dtype))
 
     def detach(self) -> Tensor:
         """A tensor sharing the data but cut from the graph (``requires_grad=False``)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import pathlib
 import re
 import shutil
@@ -116,20 +117,28 @@ def build(source: str, dtype_code: int) -> ctypes.CDLL:
         out_dir = pathlib.Path(tempfile.gettempdir()) / "scitensor-host-cuda" / digest
         lib = out_dir / f"{pathlib.Path(source).stem}_{dtype_code}.so"
         if not lib.exists():
+            # several test processes (pytest-xdist) may build the same library at once: every
+            # file is written under a private name and renamed into place, the .i before the
+            # .so (whose existence tells other processes the build is complete)
             out_dir.mkdir(parents=True, exist_ok=True)
+            tag = f"{os.getpid()}.{threading.get_ident()}"
             for name, text in texts.items():
-                (out_dir / name).write_text(text)
-            tmp = lib.with_suffix(f".{threading.get_ident()}.tmp")
+                tmp_text = out_dir / f"{name}.{tag}.tmp"
+                tmp_text.write_text(text)
+                tmp_text.replace(out_dir / name)
+            tmp = lib.with_suffix(f".{tag}.tmp")
             cmd = [GXX, "-x", "c++", "-std=c++20", "-O1", "-fno-strict-aliasing", "-shared",
                    "-fPIC", "-pthread", "-w", f"-DST_DTYPE={dtype_code}",
                    str(out_dir / source), "-o", str(tmp)]
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if res.returncode:
                 raise RuntimeError(f"host build of {source} failed:\n{res.stderr[-4000:]}")
-            tmp.replace(lib)
             pre = subprocess.run([*cmd[:-2], "-E", "-P"], capture_output=True, text=True,
                                  timeout=300)
-            lib.with_suffix(".i").write_text(pre.stdout)
+            tmp_i = lib.with_suffix(f".{tag}.i.tmp")
+            tmp_i.write_text(pre.stdout)
+            tmp_i.replace(lib.with_suffix(".i"))
+            tmp.replace(lib)
         handle = ctypes.CDLL(str(lib))
         handle.signatures = _signatures(lib.with_suffix(".i").read_text())
         _libs[key] = handle

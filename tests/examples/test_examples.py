@@ -35,6 +35,9 @@ def test_kmeans_matches_numpy():
 
 
 def test_tiny_gpt_loss_falls(capsys):
+    """The stated --tiny figure (examples/README.md): from about ln(vocab) ~ 5.0 at step 1 to
+    below 4.6 at step 10 (measured 4.30; a broken gradient stays near 5)."""
     first, last = _load("tiny_gpt").main(["--device", "cpu", "--tiny"])
-    assert math.isfinite(last) and last < first
+    assert math.isfinite(last) and 4.8 < first < 5.3
+    assert last < 4.6
     assert "stdlib source" in capsys.readouterr().out

@@ -13,14 +13,44 @@ from __future__ import annotations
 from ..tensor import Tensor, _freed_pullback
 from .mode import GRAD_ENABLED
 
-__all__ = ["backward", "gradients"]
+__all__ = ["backward", "gradients", "sole_consumer"]
+
+# One entry per backward pass in progress (innermost last): ``(consumers, want)`` where
+# ``consumers`` counts, per tensor id, the pullbacks (and roots) that send it a cotangent;
+# ``None`` while recording a differentiable backward (create_graph).
+_RUNS: list = []
 
 
-def _topo_order(roots, stop_ids):
-    """Tensors reachable from ``roots`` through recorded parents, outputs first."""
+def sole_consumer(t: Tensor) -> bool:
+    """Whether, in the backward pass now running, ``t``'s cotangent comes from exactly one
+    place and goes nowhere but into ``t``'s own pullback.
+
+    Then the one pullback that produces it may hand ``t``'s pullback a transformed cotangent
+    that the two agree on (a fused linear layer passes the gradient *after* the producer's
+    activation, computed in its own GEMM's epilogue: see :mod:`scitensor.ops.linear`). False
+    outside a backward pass, while recording one (``create_graph=True``), for a tensor that
+    keeps its ``.grad`` (``retain_grad``), for an input whose gradient is requested, and
+    whenever more than one recorded op (or a root) feeds ``t``'s cotangent.
+    """
+    if not _RUNS:
+        return False
+    run_info = _RUNS[-1]
+    if run_info is None:
+        return False
+    consumers, want = run_info
+    k = id(t)
+    return consumers.get(k) == 1 and k not in want and not t._retains_grad
+
+
+def _topo_order(roots, stop_ids, consumers):
+    """Tensors reachable from ``roots`` through recorded parents, outputs first.
+
+    Counts into ``consumers`` how many expanded tensors (and roots) reference each tensor."""
     visited = set()
     post = []
     stack = [(r, False) for r in roots]
+    for r in roots:
+        consumers[id(r)] = consumers.get(id(r), 0) + 1
     while stack:
         t, expanded = stack.pop()
         if expanded:
@@ -34,8 +64,11 @@ def _topo_order(roots, stop_ids):
         if k in stop_ids:
             continue
         for p in t._parents:
-            if p is not None and p.requires_grad and id(p) not in visited:
-                stack.append((p, False))
+            if p is not None and p.requires_grad:
+                pk = id(p)
+                consumers[pk] = consumers.get(pk, 0) + 1
+                if pk not in visited:
+                    stack.append((p, False))
     post.reverse()
     return post
 
@@ -78,7 +111,8 @@ def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
     """Propagate ``cotangents`` from ``roots``. Returns cotangents for ``inputs`` (if given)."""
     want = {} if inputs is None else {id(x): i for i, x in enumerate(inputs)}
     results = [None] * (0 if inputs is None else len(inputs))
-    order = _topo_order(roots, want)
+    consumers: dict[int, int] = {}
+    order = _topo_order(roots, want, consumers)
     grads: dict[int, Tensor] = {}
     for r, g in zip(roots, cotangents):
         k = id(r)
@@ -89,6 +123,7 @@ def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
     handed_out = {id(g) for g in cotangents}
     prev = GRAD_ENABLED[0]
     GRAD_ENABLED[0] = create_graph
+    _RUNS.append(None if create_graph else (consumers, want))
     try:
         for t in order:
             g = grads.pop(id(t), None)
@@ -118,6 +153,7 @@ def run(roots, cotangents, *, inputs=None, accumulate=True, retain_graph=False,
                 t._parents = ()
     finally:
         GRAD_ENABLED[0] = prev
+        _RUNS.pop()
     return results
 
 

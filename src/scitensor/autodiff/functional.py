@@ -48,7 +48,19 @@ def tree_unflatten(spec, leaves):
             return s[0](*children)
         return s[0](children)
 
-    return go(spec)
+    try:
+        tree = go(spec)
+    except StopIteration:  # must not escape: it would silently end an enclosing generator
+        raise ValueError("tree_unflatten: fewer leaves than the spec has places for") from None
+    except (TypeError, IndexError):
+        raise TypeError(f"tree_unflatten: {spec!r:.60} is not a spec made by tree_flatten"
+                        ) from None
+    if next(it, _END) is not _END:
+        raise ValueError("tree_unflatten: more leaves than the spec has places for")
+    return tree
+
+
+_END = object()
 
 
 def _alias(x: Tensor) -> Tensor:
@@ -108,10 +120,18 @@ def _zeros_for(targets, grads):
     return [g if g is not None else zeros_like(t) for t, g in zip(targets, grads)]
 
 
-def _normalize_argnums(argnums):
-    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+def _check_callable(fun, name: str) -> None:
+    if not callable(fun):
+        raise TypeError(f"{name}: expected a function, got {type(fun).__name__} {fun!r:.40}")
+
+
+def _normalize_argnums(argnums, name: str = "grad"):
+    try:
+        nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
+    except TypeError:
+        nums = None
     if not nums or any(not isinstance(i, int) or isinstance(i, bool) for i in nums):
-        raise TypeError(f"grad: argnums must be an int or a non-empty tuple of ints, got "
+        raise TypeError(f"{name}: argnums must be an int or a non-empty tuple of ints, got "
                         f"{argnums!r}")
     return nums
 
@@ -129,7 +149,8 @@ def value_and_grad(fun, argnums=0, has_aux: bool = False):
         >>> v.item(), g.tolist()
         (5.0, [2.0, 4.0])
     """
-    nums = _normalize_argnums(argnums)
+    _check_callable(fun, "value_and_grad")
+    nums = _normalize_argnums(argnums, "value_and_grad")
 
     @functools.wraps(fun)
     def wrapped(*args, **kwargs):
@@ -182,6 +203,7 @@ def grad(fun, argnums=0, has_aux: bool = False):
         >>> st.grad(st.grad(lambda x: (x ** 3).sum()))(st.tensor(2.0)).item()  # 6x
         12.0
     """
+    _check_callable(fun, "grad")
     vg = value_and_grad(fun, argnums=argnums, has_aux=has_aux)
 
     @functools.wraps(fun)
@@ -206,6 +228,7 @@ def vjp(fun, *primals, has_aux: bool = False):
         >>> pullback(st.ones(2))[0].tolist()
         [1.0, 1.0]
     """
+    _check_callable(fun, "vjp")
     nums = tuple(range(len(primals)))
     outer = GRAD_ENABLED[0] and any(
         isinstance(leaf, Tensor) and leaf.requires_grad
@@ -234,6 +257,11 @@ def vjp(fun, *primals, has_aux: bool = False):
         if len(ct_leaves) != len(out_leaves):
             raise ValueError(f"vjp pullback: the cotangent has {len(ct_leaves)} tensors but the "
                              f"output has {len(out_leaves)}; give one per output tensor")
+        for i, (o, c) in enumerate(zip(out_leaves, ct_leaves)):
+            shape = getattr(c, "shape", None)
+            if shape is not None and tuple(shape) != o.shape:
+                raise ValueError(f"vjp pullback: cotangent shape {tuple(shape)} does not match "
+                                 f"the output shape {o.shape} (output {i})")
         flat = gradients(out_leaves, flat_targets, ct_leaves, retain_graph=True,
                          create_graph=outer)
         flat = _zeros_for(flat_targets, flat)

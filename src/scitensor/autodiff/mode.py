@@ -35,7 +35,9 @@ class set_grad_enabled:
     """
 
     def __init__(self, mode: bool):
-        self.mode = bool(mode)
+        from ..runtime import _flag
+
+        self.mode = _flag(mode, "set_grad_enabled")
         self._prev = []  # a stack: one instance may be entered again while active
         self._undo = None
         if type(self) is set_grad_enabled:  # the call itself takes effect (PyTorch semantics)

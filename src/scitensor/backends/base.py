@@ -48,6 +48,8 @@ PRIMITIVES = {
     "normalization": ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward",
                       "rms_norm_backward", "softmax_backward", "log_softmax_backward",
                       "cross_entropy_forward", "cross_entropy_backward"],
+    "linear": ["linear_act", "linear_act_backward", "linear_act_backward_chain"],
+    "cluster": ["kmeans_assign", "kmeans_update"],
 }
 
 

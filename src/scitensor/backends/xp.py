@@ -14,7 +14,9 @@ from .. import dtypes as dt
 from .base import Backend
 from .philox import philox_words, uniform_from_words, words_needed
 from .xp_attention import AttentionPrimitives
+from .xp_cluster import ClusterPrimitives
 from .xp_conv import ConvPrimitives
+from .xp_linear import LinearPrimitives
 from .xp_normalization import NormalizationPrimitives
 from .xp_pooling import PoolingPrimitives
 
@@ -27,7 +29,7 @@ def _compute_dtype(np_dtype):
 
 
 class ArrayBackend(PoolingPrimitives, ConvPrimitives, NormalizationPrimitives, AttentionPrimitives,
-                   Backend):
+                   LinearPrimitives, ClusterPrimitives, Backend):
     """Backend over an array module ``xp`` with the NumPy API."""
 
     xp = np

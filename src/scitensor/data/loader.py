@@ -14,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from .. import dtypes as dt
 from ..creation import from_dlpack, from_numpy, tensor
 from ..device import Device, get_default_device
 from ..tensor import Tensor
@@ -56,6 +57,8 @@ class DataLoader:
             raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise TypeError(f"DataLoader: seed must be an int, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"DataLoader: seed must be >= 0, got {seed}")
         self.device = get_default_device() if device is None else Device(device)
         self.sources = [_source(a, i) for i, a in enumerate(arrays)]
         lengths = [len(s) if isinstance(s, np.ndarray) else s.shape[0] for s in self.sources]
@@ -77,11 +80,11 @@ class DataLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose shuffled order the next pass uses (passes count up from it)."""
-        self.epoch = int(epoch)
+        self.epoch = _epoch(epoch)
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """The sample indices, in the order epoch ``epoch`` (default: the next) visits them."""
-        epoch = self.epoch if epoch is None else int(epoch)
+        epoch = self.epoch if epoch is None else _epoch(epoch)
         if not self.shuffle:
             return np.arange(self.n)
         return np.random.default_rng([self.seed, epoch]).permutation(self.n)
@@ -149,6 +152,12 @@ class DataLoader:
         return tuple(out)
 
 
+def _epoch(epoch) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        raise ValueError(f"DataLoader: epoch must be a non-negative int, got {epoch!r:.40}")
+    return int(epoch)
+
+
 def _source(a, i):
     if isinstance(a, Tensor):
         return a.numpy() if a.device.type == "cpu" else a.detach()
@@ -163,13 +172,19 @@ def _source(a, i):
     except (TypeError, ValueError) as e:
         raise TypeError(f"DataLoader: argument {i} ({type(a).__name__}) is not an array or "
                         f"tensor: {e}") from None
+    if arr.dtype.kind not in "biuf" and arr.dtype != dt.bfloat16.np:
+        raise TypeError(f"DataLoader: argument {i} has dtype {arr.dtype}; give numbers (bool, "
+                        "integer or floating data)")
     if arr.ndim == 0:
         raise ValueError(f"DataLoader: argument {i} is a scalar; it needs a first (sample) "
                          "dimension")
-    if arr.dtype == object:
-        raise TypeError(f"DataLoader: argument {i} has dtype object")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"DataLoader: argument {i} holds uint64 values up to {int(arr.max())}, "
+                         "beyond int64 (the largest integer dtype); convert it to float64")
     if arr.dtype.kind == "u" or arr.dtype in (np.int8, np.int16):
         arr = arr.astype(np.int64)  # scitensor has no unsigned or narrow integer dtypes
+    else:
+        dt.from_numpy_dtype(arr.dtype)  # float128 and the like: a clear TypeError now
     return arr
 
 

@@ -39,8 +39,13 @@ def _reduce(loss: Tensor, reduction: str, op: str) -> Tensor:
     raise ValueError(f"{op}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """``x @ weight + bias`` with ``weight`` of shape ``(in_features, out_features)``.
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+           activation: str | None = None) -> Tensor:
+    """``act(x @ weight + bias)`` with ``weight`` of shape ``(in_features, out_features)``.
+
+    One fused op (:func:`scitensor.ops.linear.linear`) on every device: on CUDA a single
+    cuBLASLt GEMM whose epilogue adds the bias and applies the activation, and a backward of
+    two GEMMs with the bias gradient fused in; on the CPU the plain composition.
 
     Note the layout: PyTorch's ``F.linear`` takes ``(out, in)`` and computes ``x @ w.T``.
 
@@ -48,6 +53,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         x: input of shape ``(..., in_features)``.
         weight: ``(in_features, out_features)``.
         bias: ``(out_features,)`` or None.
+        activation: ``None``, ``"relu"`` or ``"gelu"``. ``"gelu"`` is the **tanh
+            approximation** (PyTorch's ``gelu(approximate="tanh")``, what cuBLASLt fuses);
+            ``"gelu_tanh"`` is a synonym. For exact-erf GELU use ``F.gelu(F.linear(...))``.
 
     Returns:
         A tensor of shape ``(..., out_features)``.
@@ -57,21 +65,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         >>> from scitensor.nn import functional as F
         >>> F.linear(st.ones(2, 3), st.ones(3, 4), st.zeros(4)).tolist()[0]
         [3.0, 3.0, 3.0, 3.0]
+        >>> F.linear(st.ones(1, 3), -st.ones(3, 2), st.ones(2), activation="relu").tolist()
+        [[0.0, 0.0]]
     """
     x = _tensor_arg(x, "linear", "x")
     weight = _tensor_arg(weight, "linear", "weight")
-    if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[0]:
-        raise ValueError(f"linear: input {x.shape} and weight {weight.shape} do not fit; the "
-                         "weight must be (in_features, out_features) with in_features == "
-                         "x.shape[-1]")
-    y = x @ weight
-    if bias is None:
-        return y
-    bias = _tensor_arg(bias, "linear", "bias")
-    if bias.shape != (weight.shape[1],):
-        raise ValueError(f"linear: bias shape {bias.shape} must be ({weight.shape[1]},) for a "
-                         f"weight of shape {weight.shape}")
-    return y + bias
+    if bias is not None:
+        bias = _tensor_arg(bias, "linear", "bias")
+    return ops.linear(x, weight, bias, activation)
 
 
 def relu(x: Tensor) -> Tensor:
@@ -205,3 +206,196 @@ def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         raise ValueError(f"mse_loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     d = input - target
     return _reduce(d * d, reduction, "mse_loss")
+
+
+# ---- activations as functions, and embedding lookup ------------------------------------------
+__all__ += ["embedding", "log_softmax", "sigmoid", "silu", "softmax", "tanh"]
+
+
+def silu(x: Tensor) -> Tensor:
+    """SiLU (swish): ``x * sigmoid(x)`` elementwise.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.nn import functional as F
+        >>> round(F.silu(st.tensor(1.0)).item(), 4)
+        0.7311
+    """
+    return ops.silu(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Hyperbolic tangent elementwise.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.nn import functional as F
+        >>> F.tanh(st.tensor([0.0])).tolist()
+        [0.0]
+    """
+    return ops.tanh(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """Logistic sigmoid ``1 / (1 + exp(-x))`` elementwise.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.nn import functional as F
+        >>> F.sigmoid(st.tensor([0.0])).tolist()
+        [0.5]
+    """
+    return ops.sigmoid(x)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """``exp(x) / sum(exp(x))`` along ``axis`` (one fused primitive forward and backward).
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.nn import functional as F
+        >>> F.softmax(st.tensor([[0.0, 0.0]])).tolist()
+        [[0.5, 0.5]]
+    """
+    return ops.softmax(x, axis)
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """``x - logsumexp(x)`` along ``axis``.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.nn import functional as F
+        >>> round(F.log_softmax(st.tensor([0.0, 0.0])).tolist()[0], 4)
+        -0.6931
+    """
+    return ops.log_softmax(x, axis)
+
+
+def _padding_index(padding_idx, num_embeddings: int, op: str) -> int | None:
+    """``padding_idx`` as an index in ``[0, num_embeddings)`` (negative counts from the end)."""
+    import numbers
+
+    if padding_idx is None:
+        return None
+    if not isinstance(padding_idx, numbers.Integral) or isinstance(padding_idx, bool):
+        raise TypeError(f"{op}: padding_idx must be an int or None, got {padding_idx!r}")
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ValueError(f"{op}: padding_idx {padding_idx} is out of range for "
+                         f"{num_embeddings} embeddings (valid: {-num_embeddings}.."
+                         f"{num_embeddings - 1})")
+    return int(padding_idx) % num_embeddings
+
+
+def _check_ids_range(ids: Tensor, n: int) -> None:
+    """Raise IndexError for ids outside ``[0, n)``.
+
+    On the CPU always (NumPy would wrap a negative id around silently). On a GPU only in
+    sync-every-op mode outside capture: anywhere else, reading the ids' range would make the
+    host wait for the GPU every step (and cannot be captured), so CUDA lookups are unchecked
+    there and an out-of-range id wraps around (CuPy's indexing rule). Run a step under
+    ``st.sync_mode()`` or on the CPU to check data.
+    """
+    from ..runtime import SYNC_EVERY_OP, is_capturing
+
+    if ids.size == 0:
+        return
+    if ids.device.type != "cpu" and not (SYNC_EVERY_OP[0] and not is_capturing()):
+        return
+    be = ids.backend
+    lo = int(be.to_numpy(be.min(ids.data, None, False)))
+    hi = int(be.to_numpy(be.max(ids.data, None, False)))
+    if lo < 0 or hi >= n:
+        bad = hi if hi >= n else lo
+        raise IndexError(f"embedding: id {bad} is out of range for a table of {n} rows (ids "
+                         f"of shape {ids.shape} must be in [0, {n}); ids seen in [{lo}, {hi}])")
+
+
+def embedding(ids: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Look up rows of ``weight``: ``out[..., :] = weight[ids[...], :]``.
+
+    The forward is one row gather; the gradient is a scatter-add of the output gradient into
+    the rows of ``weight`` (repeated ids accumulate; float16/bfloat16 accumulate in float32).
+    The row ``padding_idx`` receives no gradient. On the CPU, ids outside ``[0, num_embeddings)``
+    raise IndexError; on a GPU they are checked only in sync-every-op mode (``st.sync_mode()``),
+    since checking would make the host wait for the GPU each step.
+
+    Args:
+        ids: an integer tensor of any shape (token ids).
+        weight: ``(num_embeddings, embedding_dim)``, on the ids' device.
+        padding_idx: a row that gets no gradient (negative counts from the end), or None.
+
+    Returns:
+        A tensor of shape ``ids.shape + (embedding_dim,)`` with ``weight``'s dtype.
+
+    Raises:
+        IndexError: an id out of range (see above).
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor.nn import functional as F
+        >>> w = st.tensor([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+        >>> out = F.embedding(st.tensor([[2, 1, 2]]), w, padding_idx=1)
+        >>> out.tolist()
+        [[[3.0, 4.0], [1.0, 2.0], [3.0, 4.0]]]
+        >>> out.sum().backward(); w.grad.tolist()
+        [[0.0, 0.0], [0.0, 0.0], [2.0, 2.0]]
+    """
+    from ..autodiff.mode import GRAD_ENABLED
+    from ..ops._core import make_result, sync_if_requested, wrap
+
+    ids = _tensor_arg(ids, "embedding", "ids")
+    weight = _tensor_arg(weight, "embedding", "weight")
+    if ids.dtype.kind != "i":
+        raise TypeError(f"embedding: ids must be an integer tensor, got {ids.dtype.name} of "
+                        f"shape {ids.shape}; convert with .astype(st.int64)")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be (num_embeddings, embedding_dim), got "
+                         f"shape {weight.shape}")
+    if ids.device is not weight.device:
+        raise ValueError(f"embedding: ids are on {ids.device} but the weight on "
+                         f"{weight.device}; move them with ids.to({str(weight.device)!r})")
+    n, d = weight.shape
+    pad = _padding_index(padding_idx, n, "embedding")
+    _check_ids_range(ids, n)
+    be = weight.backend
+    data = be.getitem(weight.data, (ids.data,))
+    shape, wdtype = weight.shape, weight.dtype
+
+    def pullback(g, out):
+        return (None, _embedding_grad(g, ids, shape, wdtype, pad))
+
+    if GRAD_ENABLED[0] and weight.requires_grad:
+        out = make_result(data, weight.device, (None, weight), pullback)
+    else:
+        out = wrap(data, weight.device)
+    sync_if_requested(weight.device)
+    return out
+
+
+def _embedding_grad(g: Tensor, ids: Tensor, shape, dtype, pad) -> Tensor:
+    """The weight's cotangent: ``g``'s rows added at ``ids`` (row ``pad`` left at zero)."""
+    from .. import dtypes as dt
+    from ..autodiff.mode import GRAD_ENABLED
+    from ..creation import zeros
+    from ..tensor import wrap
+
+    n, d = shape
+    if GRAD_ENABLED[0]:  # create_graph: the same with differentiable ops
+        gm = g.reshape(-1, d)
+        flat = ids.reshape(-1)
+        if pad is not None:
+            gm = ops.where(ops.unsqueeze(flat != pad, -1), gm, 0.0)
+        return ops.index_add(zeros(n, d, dtype=dtype, device=g.device), 0, flat, gm)
+    be = g.backend
+    acc = dtype if dtype.itemsize >= 4 else dt.float32
+    dw = be.zeros((n, d), acc)
+    gd = be.reshape(g.data, (-1, d))
+    if gd.dtype != acc.np:
+        gd = be.astype(gd, acc)
+    be.add_at(dw, (be.reshape(ids.data, (-1,)),), gd)
+    if pad is not None:
+        be.setitem(dw, (pad,), 0)
+    if acc is not dtype:
+        dw = be.astype(dw, dtype)
+    return wrap(dw, g.device)

@@ -23,7 +23,7 @@ def _positive_int(value, op: str, name: str) -> int:
 
 
 class Dense(Module):
-    """A fully connected layer: ``y = x @ weight + bias``.
+    """A fully connected layer: ``y = act(x @ weight + bias)``.
 
     ``weight`` has shape ``(in_features, out_features)``, so the forward pass is one matmul
     with no transpose (PyTorch's ``nn.Linear`` stores the transpose: load its weights with
@@ -31,12 +31,20 @@ class Dense(Module):
     1/sqrt(in_features))`` as in PyTorch, drawn from ``st.rand`` (seed with
     ``st.manual_seed``).
 
+    The layer is one fused op (:func:`scitensor.nn.functional.linear`): with an
+    ``activation``, ``Dense(a, b, activation="relu")`` computes what ``Dense(a, b)`` followed
+    by ``ReLU()`` does, but on CUDA as one GEMM with the bias and the activation in its
+    epilogue, and a backward of two GEMMs (stacked fused layers pass the activation's
+    backward and the bias gradient through the GEMM epilogues too).
+
     Args:
         in_features: size of the last axis of the input.
         out_features: size of the last axis of the output.
         bias: whether to add a learned bias.
         device: where to create the parameters (default: the default device).
         dtype: the parameters' floating dtype (default: the default dtype).
+        activation: ``None`` (default), ``"relu"`` or ``"gelu"`` (the tanh approximation,
+            as ``nn.GELU(approximate="tanh")``; ``"gelu_tanh"`` is a synonym).
 
     Example:
         >>> import scitensor as st
@@ -44,13 +52,20 @@ class Dense(Module):
         >>> layer = nn.Dense(4, 2)
         >>> layer.weight.shape, layer(st.ones(8, 4)).shape
         ((4, 2), (8, 2))
+        >>> hidden = nn.Dense(4, 3, activation="relu")
+        >>> bool((hidden(st.randn(5, 4)) >= 0).all())
+        True
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 device=None, dtype=None):
+                 device=None, dtype=None, activation: str | None = None):
         super().__init__()
         self.in_features = _positive_int(in_features, "Dense", "in_features")
         self.out_features = _positive_int(out_features, "Dense", "out_features")
+        if activation not in (None, "relu", "gelu", "gelu_tanh"):
+            raise ValueError(f"Dense: activation must be None, 'relu' or 'gelu' (tanh "
+                             f"approximation), got {activation!r}")
+        self.activation = "gelu" if activation == "gelu_tanh" else activation
         bound = 1.0 / self.in_features ** 0.5
         self.weight = Parameter(init.uniform((self.in_features, self.out_features), -bound,
                                              bound, device=device, dtype=dtype))
@@ -64,12 +79,12 @@ class Dense(Module):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}): input of shape "
                              f"{x.shape} must have last axis {self.in_features}")
-        y = x @ self.weight
-        return y if self.bias is None else y + self.bias
+        return F.linear(x, self.weight, self.bias, self.activation)
 
     def extra_repr(self) -> str:
+        act = "" if self.activation is None else f", activation={self.activation!r}"
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}")
+                f"bias={self.bias is not None}{act}")
 
 
 Linear = Dense

@@ -130,3 +130,123 @@ class BatchNorm2d(_BatchNorm):
 
     _ranks = (4,)
     _layout = "(N, C, H, W)"
+
+
+# ---- layer norm and RMS norm -----------------------------------------------------------------
+__all__ += ["LayerNorm", "RMSNorm"]
+
+
+def _norm_shape(normalized_shape, name: str) -> tuple[int, ...]:
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        shape = (int(normalized_shape),)
+    elif isinstance(normalized_shape, tuple | list):
+        shape = tuple(normalized_shape)
+    else:
+        shape = None
+    if (not shape or any(not isinstance(n, numbers.Integral) or isinstance(n, bool) or n <= 0
+                         for n in shape)):
+        raise ValueError(f"{name}: normalized_shape must be a positive int or a non-empty "
+                         f"tuple of positive ints, got {normalized_shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def _machine_eps(dtype) -> float:
+    """The dtype's machine epsilon (float32: 1.19e-7; bfloat16: 7.8e-3)."""
+    import ml_dtypes
+    import numpy as np
+
+    try:
+        return float(np.finfo(dtype.np).eps)
+    except ValueError:
+        return float(ml_dtypes.finfo(dtype.np).eps)
+
+
+class LayerNorm(Module):
+    """Layer normalization over the trailing ``normalized_shape`` axes (PyTorch semantics):
+    ``(x - mean) / sqrt(var + eps) * weight + bias`` with the biased variance, computed by the
+    fused :func:`scitensor.nn.functional.layer_norm` (one kernel forward, one backward on a
+    GPU).
+
+    Args:
+        normalized_shape: an int or a tuple: the trailing dimensions to normalize over.
+        eps: added to the variance.
+        elementwise_affine: learn a ``weight`` (starts at ones) and, with ``bias``, a ``bias``
+            (starts at zeros), both of shape ``normalized_shape``.
+        bias: whether to learn the bias (only with ``elementwise_affine``).
+        device, dtype: where and in which floating dtype to create the parameters.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor import nn
+        >>> ln = nn.LayerNorm(4)
+        >>> y = ln(st.tensor([[1.0, 2.0, 3.0, 4.0]]))
+        >>> round(y.mean().item(), 6), [n for n, _ in ln.named_parameters()]
+        (0.0, ['weight', 'bias'])
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.normalized_shape = _norm_shape(normalized_shape, "LayerNorm")
+        self.eps = float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        shape = self.normalized_shape
+        self.weight = (Parameter(ones(*shape, device=device, dtype=dtype))
+                       if elementwise_affine else None)
+        self.bias = (Parameter(zeros(*shape, device=device, dtype=dtype))
+                     if elementwise_affine and bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from ..ops.normalization import layer_norm
+
+        if not isinstance(x, Tensor):
+            raise TypeError(f"LayerNorm: expected a Tensor input, got {type(x).__name__}")
+        return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalization over the trailing ``normalized_shape`` axes (PyTorch
+    semantics): ``x / sqrt(mean(x**2) + eps) * weight``, by the fused
+    :func:`scitensor.nn.functional.rms_norm`.
+
+    Args:
+        normalized_shape: an int or a tuple: the trailing dimensions to normalize over.
+        eps: added to the mean square; None (the default, as in PyTorch) uses the input
+            dtype's machine epsilon (float32: 1.19e-7).
+        elementwise_affine: learn a ``weight`` of shape ``normalized_shape`` (starts at ones).
+        device, dtype: where and in which floating dtype to create the weight.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor import nn
+        >>> y = nn.RMSNorm(2, eps=0.0)(st.tensor([[3.0, 4.0]]))
+        >>> [round(v, 4) for v in y[0].tolist()]
+        [0.8485, 1.1314]
+    """
+
+    def __init__(self, normalized_shape, eps: float | None = None,
+                 elementwise_affine: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.normalized_shape = _norm_shape(normalized_shape, "RMSNorm")
+        self.eps = None if eps is None else float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.weight = (Parameter(ones(*self.normalized_shape, device=device, dtype=dtype))
+                       if elementwise_affine else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from ..ops.normalization import rms_norm
+
+        if not isinstance(x, Tensor):
+            raise TypeError(f"RMSNorm: expected a Tensor input, got {type(x).__name__}")
+        eps = self.eps
+        if eps is None:
+            eps = _machine_eps(x.dtype) if x.dtype.is_floating else 0.0
+        return rms_norm(x, self.normalized_shape, self.weight, eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")

@@ -34,6 +34,7 @@ class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
                  return_indices: bool = False, ceil_mode: bool = False):
         super().__init__()
+        _check_geometry("MaxPool2d", kernel_size, stride, padding, dilation)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -72,6 +73,7 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: int | None = None):
         super().__init__()
+        _check_geometry("AvgPool2d", kernel_size, stride, padding, 1)
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
@@ -110,3 +112,17 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+def _check_geometry(op: str, kernel_size, stride, padding, dilation) -> None:
+    """Reject bad window settings when the layer is built, not at its first call."""
+    from ..ops.pooling import _pair
+
+    k = _pair(kernel_size, op, "kernel_size", 1)
+    if stride is not None and not (isinstance(stride, tuple | list) and not stride):
+        _pair(stride, op, "stride", 1)
+    p = _pair(padding, op, "padding", 0)
+    _pair(dilation, op, "dilation", 1)
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"{op}: padding {p} must be at most half the kernel size {k}; use a "
+                         "larger kernel or less padding")

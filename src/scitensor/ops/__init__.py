@@ -11,12 +11,13 @@ from . import elementwise, indexing, linalg, reduction, shape
 from .elementwise import *  # noqa: F403
 from .indexing import *  # noqa: F403
 from .linalg import *  # noqa: F403
+from .linear import linear
 from .reduction import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .transfer import to
 
 __all__ = (elementwise.__all__ + indexing.__all__ + linalg.__all__ + reduction.__all__
-           + shape.__all__ + ["to"])
+           + shape.__all__ + ["linear", "to"])
 
 E = elementwise
 

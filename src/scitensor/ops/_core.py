@@ -15,7 +15,7 @@ from ..autodiff.mode import GRAD_ENABLED
 from ..runtime import SYNC_EVERY_OP
 from ..tensor import Tensor, make_result, wrap
 
-__all__ = ["GRAD_ENABLED", "Tensor", "as_tensor", "differentiable", "make_result",
+__all__ = ["GRAD_ENABLED", "Tensor", "as_tensor", "differentiable", "make_result", "named",
            "norm_axes", "norm_axis", "operands", "wrap"]
 
 _SCALAR_TYPES = (int, float, bool, np.number, np.bool_)
@@ -57,7 +57,11 @@ def operands(op: str, a, b):
             d = dt.result_type(a, b)
             be = dev.backend
             xa = a.data if a.data.dtype == d.np else be.astype(a.data, d)
-            return a, None, xa, be.scalar(b, d), dev
+            try:
+                xb = be.scalar(b, d)
+            except OverflowError:
+                raise _overflow(op, b, d) from None
+            return a, None, xa, xb, dev
         raise TypeError(f"{op}: unsupported operand {describe(b)}; combine tensors with "
                         "tensors or Python numbers (wrap arrays with st.tensor(...))")
     if isinstance(b, Tensor):
@@ -66,10 +70,29 @@ def operands(op: str, a, b):
             d = dt.result_type(b, a)
             be = dev.backend
             xb = b.data if b.data.dtype == d.np else be.astype(b.data, d)
-            return None, b, be.scalar(a, d), xb, dev
+            try:
+                xa = be.scalar(a, d)
+            except OverflowError:
+                raise _overflow(op, a, d) from None
+            return None, b, xa, xb, dev
         raise TypeError(f"{op}: unsupported operand {describe(a)}; combine tensors with "
                         "tensors or Python numbers (wrap arrays with st.tensor(...))")
     raise TypeError(f"{op}: expected at least one Tensor, got {describe(a)} and {describe(b)}")
+
+
+def _overflow(op: str, value, d) -> ValueError:
+    """A Python number the tensor's dtype cannot hold (NumPy raises a bare OverflowError)."""
+    return ValueError(f"{op}: the Python number {value!r} does not fit the tensor's dtype "
+                      f"{d.name}; cast the tensor first, e.g. .astype(st.int64) or "
+                      ".astype(st.float64)")
+
+
+def _scalar(be, value, d, op: str):
+    """``value`` as a backend scalar of dtype ``d``, or a ValueError naming the op."""
+    try:
+        return be.scalar(value, d)
+    except OverflowError:
+        raise _overflow(op, value, d) from None
 
 
 def as_tensor(x, op: str, like: Tensor | None = None) -> Tensor:
@@ -90,6 +113,16 @@ def check_tensor(x, op: str, name: str = "input") -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor, got {describe(x)}")
     return x
+
+
+def check_keepdims(keepdims, op: str) -> bool:
+    """``keepdims`` as a bool (True/False, NumPy bools and the ints 0 and 1 are accepted)."""
+    if keepdims is True or keepdims is False:
+        return keepdims
+    if isinstance(keepdims, np.bool_) or (isinstance(keepdims, numbers.Integral)
+                                          and keepdims in (0, 1)):
+        return bool(keepdims)
+    raise TypeError(f"{op}: keepdims must be True or False, got {keepdims!r:.40}")
 
 
 def norm_axis(axis, ndim: int, op: str) -> int:
@@ -115,7 +148,38 @@ def norm_axes(axis, ndim: int, op: str) -> tuple[int, ...]:
     axes = tuple(norm_axis(a, ndim, op) for a in axis)
     if len(set(axes)) != len(axes):
         raise ValueError(f"{op}: repeated axis in {tuple(axis)}")
+    if ndim == 0:  # axis 0 (or -1) of a 0-d tensor is the tensor itself, as for an int axis
+        return ()
     return tuple(sorted(axes))
+
+
+def checks_values(device) -> bool:
+    """Whether value checks that read the data on the host (index bounds) run on ``device``:
+    always on the CPU; on a GPU only in sync-every-op mode outside graph capture, where the
+    host waits for the device anyway (elsewhere CuPy wraps out-of-range indices around)."""
+    if device.type == "cpu":
+        return True
+    from ..runtime import CAPTURING
+
+    return SYNC_EVERY_OP[0] and CAPTURING[0] is None
+
+
+def host_min_max(data, device) -> tuple:
+    """``(min, max)`` of a non-empty backend array as Python numbers (one host wait)."""
+    xp = device.backend.xp
+    lo_hi = xp.stack([data.min(), data.max()])
+    arr = lo_hi if device.type == "cpu" else device.backend.to_numpy(lo_hi)
+    return arr[0].item(), arr[1].item()
+
+
+def named(fn, name: str):
+    """``fn`` with ``name`` as its ``__name__`` and its code object's name: ops made by a
+    factory (``_unary("exp", ...)``) then show their own name in tracebacks and in the CUDA
+    backend's sync-mode error report, which names the op from the calling frames."""
+    fn.__name__ = name
+    fn.__qualname__ = name
+    fn.__code__ = fn.__code__.replace(co_name=name, co_qualname=name)
+    return fn
 
 
 def sync_if_requested(device) -> None:
@@ -158,6 +222,9 @@ def differentiable(fn):
             raise TypeError(f"{fn.__name__}: expected at least one Tensor argument")
         data, pullback = fn(*args, **kwargs)
         parents = tuple(a if isinstance(a, Tensor) else None for a in args)
-        return make_result(data, dev, parents, pullback)
+        out = make_result(data, dev, parents, pullback)
+        sync_if_requested(dev)
+        return out
 
+    wrapper.__code__ = wrapper.__code__.replace(co_name=fn.__name__)
     return wrapper

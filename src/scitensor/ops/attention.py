@@ -15,10 +15,12 @@ work (at the composition's O(Sq·Sk) memory).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
 from .. import dtypes as dt
+from ..runtime import DETERMINISTIC, is_reproducible
 from ._core import GRAD_ENABLED, Tensor, check_tensor, make_result, sync_if_requested, wrap
 
 __all__ = ["attention_reference", "scaled_dot_product_attention"]
@@ -49,6 +51,8 @@ def _check(q, k, v, scale):
                          "multiple of the key/value heads (grouped-query attention)")
     if d == 0:
         raise ValueError(f"{_OP}: head_dim is 0 (q {q.shape}); attention needs head_dim >= 1")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+        raise TypeError(f"{_OP}: scale must be a number or None, got {scale!r:.40}")
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     if not math.isfinite(scale):
         raise ValueError(f"{_OP}: scale must be finite, got {scale}")
@@ -88,7 +92,11 @@ def scaled_dot_product_attention(q, k, v, causal: bool = False, scale=None) -> T
         return out
 
     def pullback(g, out):
-        if GRAD_ENABLED[0]:  # create_graph: differentiate the composition (see module docs)
+        # create_graph: differentiate the composition (see module docs); deterministic mode on
+        # a backend whose fused backward accumulates with atomics: the same, which is
+        # reproducible (at O(Sq * Sk) memory)
+        if GRAD_ENABLED[0] or (DETERMINISTIC[0]
+                               and not is_reproducible(be, "attention_backward")):
             from ..autodiff.functional import vjp
 
             _, back = vjp(lambda a, b, c: attention_reference(a, b, c, causal, scale), q, k, v)

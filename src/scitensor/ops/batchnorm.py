@@ -115,8 +115,10 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     running_var = _check_param(running_var, "running_var", x, c)
     weight = _check_param(weight, "weight", x, c)
     bias = _check_param(bias, "bias", x, c)
-    if not isinstance(eps, numbers.Real) or eps < 0:
-        raise ValueError(f"batch_norm: eps must be a non-negative number, got {eps!r}")
+    if not isinstance(eps, numbers.Real) or not 0 <= eps < float("inf"):
+        raise ValueError(f"batch_norm: eps must be a finite non-negative number, got {eps!r}")
+    if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+        raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
     be = x.backend
     if training:
         count = x.size // c if c else 0

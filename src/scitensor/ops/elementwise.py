@@ -14,9 +14,11 @@ from ._core import (
     _SCALAR_TYPES,
     GRAD_ENABLED,
     Tensor,
+    _scalar,
     check_tensor,
     describe,
     make_result,
+    named,
     operands,
     sync_if_requested,
     wrap,
@@ -50,6 +52,15 @@ def _binary_error(op, a, b, e):
                           f"({describe(a)} and {describe(b)})")
     cls = TypeError if isinstance(e, TypeError) else ValueError
     return cls(f"{op}: {e} (operands: {describe(a)} and {describe(b)})")
+
+
+_BOOL = dt.bool_.np
+
+
+def _bool_error(op, a, b):
+    """Two bool operands: NumPy would answer in int8, a dtype scitensor does not have."""
+    return TypeError(f"{op}: not defined for two bool operands ({describe(a)} and "
+                     f"{describe(b)}); cast one with .astype(st.int64) first")
 
 
 def _add_pullback(g, out):
@@ -126,16 +137,22 @@ def div(a, b) -> Tensor:
 def floordiv(a, b) -> Tensor:
     """``a // b`` (no gradient)."""
     ta, tb, xa, xb, dev = operands("floordiv", a, b)
+    if xa.dtype == _BOOL:
+        raise _bool_error("floordiv", a, b)
     try:
         data = dev.backend.floordiv(xa, xb)
     except (ValueError, TypeError) as e:
         raise _binary_error("floordiv", a, b, e) from None
-    return wrap(data, dev)
+    out = wrap(data, dev)
+    sync_if_requested(dev)
+    return out
 
 
 def mod(a, b) -> Tensor:
     """``a % b`` (Python semantics; gradient 1 for ``a``)."""
     ta, tb, xa, xb, dev = operands("mod", a, b)
+    if xa.dtype == _BOOL:
+        raise _bool_error("mod", a, b)
     try:
         data = dev.backend.mod(xa, xb)
     except (ValueError, TypeError) as e:
@@ -152,6 +169,8 @@ def pow(a, b) -> Tensor:
         [4.0, 9.0]
     """
     ta, tb, xa, xb, dev = operands("pow", a, b)
+    if xa.dtype == _BOOL:
+        raise _bool_error("pow", a, b)
     try:
         data = dev.backend.pow(xa, xb)
     except (ValueError, TypeError) as e:
@@ -228,9 +247,8 @@ def _compare(name):
         sync_if_requested(dev)
         return out
 
-    op.__name__ = name
     op.__doc__ = f"Elementwise ``{name}`` comparison with broadcasting; returns a bool tensor."
-    return op
+    return named(op, name)
 
 
 eq = _compare("eq")
@@ -247,25 +265,33 @@ logical_xor = _compare("logical_xor")
 def logical_not(x) -> Tensor:
     """Elementwise logical not (bool result)."""
     x = check_tensor(x, "logical_not")
-    return wrap(x.backend.logical_not(x.data), x.device)
+    out = wrap(x.backend.logical_not(x.data), x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def isnan(x) -> Tensor:
     """Elementwise NaN test."""
     x = check_tensor(x, "isnan")
-    return wrap(x.backend.isnan(x.data), x.device)
+    out = wrap(x.backend.isnan(x.data), x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def isinf(x) -> Tensor:
     """Elementwise infinity test."""
     x = check_tensor(x, "isinf")
-    return wrap(x.backend.isinf(x.data), x.device)
+    out = wrap(x.backend.isinf(x.data), x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def isfinite(x) -> Tensor:
     """Elementwise finiteness test."""
     x = check_tensor(x, "isfinite")
-    return wrap(x.backend.isfinite(x.data), x.device)
+    out = wrap(x.backend.isfinite(x.data), x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 # ---- unary math -------------------------------------------------------------------------
@@ -291,10 +317,8 @@ def _unary(name, derivative, floating=True, doc=""):
         sync_if_requested(x.device)
         return out
 
-    op.__name__ = name
-    op.__qualname__ = name
     op.__doc__ = doc or f"Elementwise ``{name}``."
-    return op
+    return named(op, name)
 
 
 def _neg_pullback(g, y):
@@ -311,8 +335,9 @@ def neg(x) -> Tensor:
         raise TypeError(f"neg: cannot negate a {x.dtype.name} tensor; use ~x (logical_not) "
                         "for bool tensors") from None
     if GRAD_ENABLED[0] and x.requires_grad:
-        return make_result(out_data, x.device, (x,), _neg_pullback)
-    out = wrap(out_data, x.device)
+        out = make_result(out_data, x.device, (x,), _neg_pullback)
+    else:
+        out = wrap(out_data, x.device)
     sync_if_requested(x.device)
     return out
 
@@ -381,6 +406,7 @@ def gelu(x, approximate: str = "none") -> Tensor:
         >>> print(f"{st.gelu(st.tensor(1.0)).item():.4f}")
         0.8413
     """
+    x = check_tensor(x, "gelu")
     if approximate == "none":
         return _gelu_erf(x)
     if approximate == "tanh":
@@ -422,8 +448,9 @@ def where(cond, a, b) -> Tensor:
             return (None, where(cond, g, zero) if ta is not None and ta.requires_grad else None,
                     where(cond, zero, g) if tb is not None and tb.requires_grad else None)
 
-        return make_result(data, dev, (None, ta, tb), pullback)
-    out = wrap(data, dev)
+        out = make_result(data, dev, (None, ta, tb), pullback)
+    else:
+        out = wrap(data, dev)
     sync_if_requested(dev)
     return out
 
@@ -435,7 +462,7 @@ def _bound_data(v, d, x, be):
         if v.device is not x.device:
             raise ValueError(f"clip: a bound is on {v.device} but the tensor is on {x.device}")
         return v.data if v.data.dtype == d.np else be.astype(v.data, d)
-    return be.scalar(v, d)
+    return _scalar(be, v, d, "clip")
 
 
 def _clip_dtype(x, lo, hi):
@@ -467,8 +494,9 @@ def clip(x, min=None, max=None) -> Tensor:
             and isinstance(max, float | int | None)):  # numbers never widen a float tensor
         d = _clip_dtype(x, min, max)
     xd = x.data if x.data.dtype == d.np else be.astype(x.data, d)
+    lo, hi = _bound_data(min, d, x, be), _bound_data(max, d, x, be)
     try:
-        data = be.clip(xd, _bound_data(min, d, x, be), _bound_data(max, d, x, be))
+        data = be.clip(xd, lo, hi)
     except ValueError:
         raise ValueError(f"clip: shapes {x.shape}, {getattr(min, 'shape', ())} (min) and "
                          f"{getattr(max, 'shape', ())} (max) do not broadcast together"
@@ -493,4 +521,6 @@ def clip(x, min=None, max=None) -> Tensor:
         gmax = None if tmax is None else mul(g, gt(t, max))
         return gx, gmin, gmax
 
-    return make_result(data, x.device, (x, tmin, tmax), pullback)
+    out = make_result(data, x.device, (x, tmin, tmax), pullback)
+    sync_if_requested(x.device)
+    return out

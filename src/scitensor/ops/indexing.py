@@ -1,6 +1,11 @@
 """Indexing: ``x[key]`` (basic and integer/bool-array indexing), ``x[key] = v`` on tensors
 that need no gradient, and the differentiable scatters ``scatter_add``, ``index_add``,
 ``take_along_axis`` and ``one_hot``.
+
+Out-of-range indices raise ``IndexError`` on the CPU. On a GPU, index *lists* (host data) are
+checked too, but index *tensors* are checked only in sync-every-op mode (``st.sync_mode()``):
+a check would make the host wait for the device, and CuPy, like CUDA itself, wraps an
+out-of-range index around instead of failing. Debug suspicious indexing in sync mode.
 """
 
 from __future__ import annotations
@@ -10,15 +15,76 @@ import numbers
 import numpy as np
 
 from .. import dtypes as dt
-from ._core import GRAD_ENABLED, Tensor, check_tensor, describe, make_result, norm_axis, wrap
+from ..runtime import DETERMINISTIC, check_deterministic
+from ._core import (
+    GRAD_ENABLED,
+    Tensor,
+    check_tensor,
+    checks_values,
+    describe,
+    host_min_max,
+    make_result,
+    norm_axis,
+    sync_if_requested,
+    wrap,
+)
 
 __all__ = ["getitem", "index_add", "one_hot", "scatter_add", "setitem", "take_along_axis"]
 
 
 def _convert_key(x: Tensor, key, op: str):
-    """Turn Tensors/lists in an index into backend arrays; report whether it is advanced."""
+    """Turn Tensors/lists in an index into backend arrays; report whether it is advanced.
+
+    On a GPU, integer index arrays are bounds-checked here: lists always (they are host
+    data), tensors in sync mode only (see the module docstring)."""
     if not isinstance(key, tuple):
         key = (key,)
+    k, advanced = _convert_entries(x, key, op)
+    if advanced and x.device.type != "cpu":  # NumPy checks the CPU's own indices
+        _check_array_bounds(x, key, k, op)
+    return k, advanced
+
+
+def _array_axes(x: Tensor, key):
+    """``(position, first axis)`` of each entry of a converted ``key`` that consumes axes."""
+    def width(k):
+        if k is None or k is Ellipsis:
+            return 0
+        if getattr(k, "dtype", None) is not None and k.dtype == np.bool_:
+            return k.ndim
+        return 1
+
+    used = sum(width(k) for k in key)
+    dim = 0
+    for i, k in enumerate(key):
+        if k is Ellipsis:
+            dim += max(x.ndim - used, 0)
+            continue
+        yield i, dim
+        dim += width(k)
+
+
+def _check_array_bounds(x: Tensor, user_key, key, op: str) -> None:
+    for i, dim in _array_axes(x, key):
+        k = key[i]
+        if not hasattr(k, "dtype") or k.dtype == np.bool_ or k.size == 0 or dim >= x.ndim:
+            continue
+        user = user_key[i]
+        if isinstance(user, Tensor):
+            if not checks_values(x.device):
+                continue
+            lo, hi = host_min_max(k, x.device)
+        else:  # a list or NumPy array: checked on the host before it went to the device
+            host = np.asarray(user)
+            lo, hi = int(host.min()), int(host.max())
+        n = x.shape[dim]
+        if lo < -n or hi >= n:
+            bad = hi if hi >= n else lo
+            raise IndexError(f"{op}: index {bad} is out of range for axis {dim} with size {n} "
+                             f"(indexing a tensor of shape {x.shape})")
+
+
+def _convert_entries(x: Tensor, key, op: str):
     be = x.backend
     out = []
     advanced = False
@@ -89,9 +155,12 @@ def getitem(x, key) -> Tensor:
         raise IndexError(f"getitem: {e} (indexing a tensor of shape {x.shape})") from None
     if GRAD_ENABLED[0] and x.requires_grad:
         shape, dtype = x.shape, x.dtype
-        return make_result(data, x.device, (x,),
-                           lambda g, out: (_scatter_into(g, shape, dtype, k, key, advanced),))
-    return wrap(data, x.device)
+        out = make_result(data, x.device, (x,),
+                          lambda g, out: (_scatter_into(g, shape, dtype, k, key, advanced),))
+    else:
+        out = wrap(data, x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def _scatter_into(g: Tensor, shape, dtype, k, key, advanced) -> Tensor:
@@ -101,6 +170,8 @@ def _scatter_into(g: Tensor, shape, dtype, k, key, advanced) -> Tensor:
     data = be.zeros(shape, dtype)
     gd = g.data if g.data.dtype == dtype.np else be.astype(g.data, dtype)
     if advanced:
+        if DETERMINISTIC[0]:
+            check_deterministic(be, "add_at", "getitem (backward of integer-array indexing)")
         be.add_at(data, k, gd)
     else:
         be.setitem(data, k, gd)
@@ -148,15 +219,30 @@ def setitem(x, key, value) -> None:
         raise ValueError(f"setitem: cannot assign a value of shape "
                          f"{getattr(v, 'shape', ())} to x[{key!r:.60}] of a tensor with "
                          f"shape {x.shape}: {e}") from None
+    except IndexError as e:
+        raise IndexError(f"setitem: {e} (indexing a tensor of shape {x.shape})") from None
+    sync_if_requested(x.device)
 
 
 def _label_out_of_range(labels: Tensor, n: int):
-    """A label outside ``[0, n)``, or None. Checked on the CPU only (cheap there; on a GPU it
-    would make the host wait): NumPy would wrap a negative label around silently."""
-    if labels.device.type != "cpu" or labels.data.size == 0:
+    """A label outside ``[0, n)``, or None. Checked on the CPU and, in sync mode, on a GPU
+    (elsewhere the check would make the host wait): NumPy would wrap a negative label around
+    silently, and a GPU would leave its row empty."""
+    if labels.data.size == 0 or not checks_values(labels.device):
         return None
-    lo, hi = int(labels.data.min()), int(labels.data.max())
+    lo, hi = host_min_max(labels.data, labels.device)
     return hi if hi >= n else lo if lo < 0 else None
+
+
+def _index_out_of_range(index: Tensor, n: int, op: str, axis: int, x: Tensor) -> None:
+    """On a GPU in sync mode, raise for an index outside ``[-n, n)`` (CuPy would wrap it
+    around); NumPy raises on the CPU by itself."""
+    if index.device.type == "cpu" or index.data.size == 0 or not checks_values(index.device):
+        return
+    lo, hi = host_min_max(index.data, index.device)
+    if lo < -n or hi >= n:
+        raise IndexError(f"{op}: index {hi if hi >= n else lo} is out of bounds for axis {axis} "
+                         f"with size {n} (x of shape {x.shape})")
 
 
 def _gather_scatter(op: str, fn, *args):
@@ -192,6 +278,7 @@ def take_along_axis(x, index, axis: int) -> Tensor:
     index = _index_tensor(index, x, "take_along_axis")
     if index.ndim != x.ndim:
         raise ValueError(f"take_along_axis: index has {index.ndim} dims but x has {x.ndim}")
+    _index_out_of_range(index, x.shape[ax], "take_along_axis", ax, x)
     data = _gather_scatter("take_along_axis", x.backend.take_along_axis, x.data, index.data, ax)
     if GRAD_ENABLED[0] and x.requires_grad:
         shape, dtype = x.shape, x.dtype
@@ -201,8 +288,11 @@ def take_along_axis(x, index, axis: int) -> Tensor:
 
             return (scatter_add(zeros(shape, dtype=dtype, device=g.device), ax, index, g),)
 
-        return make_result(data, x.device, (x,), pullback)
-    return wrap(data, x.device)
+        out = make_result(data, x.device, (x,), pullback)
+    else:
+        out = wrap(data, x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def scatter_add(x, axis: int, index, src) -> Tensor:
@@ -225,12 +315,18 @@ def scatter_add(x, axis: int, index, src) -> Tensor:
                          f"{x.shape} outside axis {ax}")
     if src.device is not x.device:
         raise ValueError(f"scatter_add: src is on {src.device} but x is on {x.device}")
+    _index_out_of_range(index, x.shape[ax], "scatter_add", ax, x)
+    if DETERMINISTIC[0] and x.dtype.is_floating:
+        check_deterministic(x.backend, "scatter_add", "scatter_add")
     s = src.data if src.dtype is x.dtype else x.backend.astype(src.data, x.dtype)
     data = _gather_scatter("scatter_add", x.backend.scatter_add, x.data, ax, index.data, s)
     if GRAD_ENABLED[0] and (x.requires_grad or src.requires_grad):
-        return make_result(data, x.device, (x, src),
-                           lambda g, out: (g, take_along_axis(g, index, ax)))
-    return wrap(data, x.device)
+        out = make_result(data, x.device, (x, src),
+                          lambda g, out: (g, take_along_axis(g, index, ax)))
+    else:
+        out = wrap(data, x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def index_add(x, axis: int, index, src) -> Tensor:
@@ -253,12 +349,18 @@ def index_add(x, axis: int, index, src) -> Tensor:
                          "len(index))")
     if src.device is not x.device:
         raise ValueError(f"index_add: src is on {src.device} but x is on {x.device}")
+    _index_out_of_range(index, x.shape[ax], "index_add", ax, x)
+    if DETERMINISTIC[0] and x.dtype.is_floating:
+        check_deterministic(x.backend, "index_add", "index_add")
     s = src.data if src.dtype is x.dtype else x.backend.astype(src.data, x.dtype)
     data = _gather_scatter("index_add", x.backend.index_add, x.data, ax, index.data, s)
     if GRAD_ENABLED[0] and (x.requires_grad or src.requires_grad):
         key = (slice(None),) * ax + (index,)
-        return make_result(data, x.device, (x, src), lambda g, out: (g, g[key]))
-    return wrap(data, x.device)
+        out = make_result(data, x.device, (x, src), lambda g, out: (g, g[key]))
+    else:
+        out = wrap(data, x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def one_hot(labels, num_classes: int, dtype=None) -> Tensor:
@@ -279,4 +381,6 @@ def one_hot(labels, num_classes: int, dtype=None) -> Tensor:
     if bad is not None:
         raise IndexError(f"one_hot: label {bad} is out of range for num_classes={num_classes} "
                          f"(labels must be in [0, {num_classes}))")
-    return wrap(labels.backend.one_hot(labels.data, int(num_classes), d), labels.device)
+    out = wrap(labels.backend.one_hot(labels.data, int(num_classes), d), labels.device)
+    sync_if_requested(labels.device)
+    return out

@@ -17,7 +17,16 @@ import math
 import numbers
 
 from .. import dtypes as dt
-from ._core import GRAD_ENABLED, Tensor, check_tensor, make_result, norm_axis, wrap
+from ._core import (
+    GRAD_ENABLED,
+    Tensor,
+    check_tensor,
+    checks_values,
+    make_result,
+    norm_axis,
+    sync_if_requested,
+    wrap,
+)
 from .reduction import softmax
 from .reduction import sum as _sum
 
@@ -79,13 +88,18 @@ def cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int = -
     if labels.device is not logits.device:
         raise ValueError(f"cross_entropy: labels are on {labels.device} but logits on "
                          f"{logits.device}; move them with .to({str(logits.device)!r})")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"cross_entropy: ignore_index must be an int, got {ignore_index!r:.40}")
     ignore_index = int(ignore_index)
-    if labels.device.type == "cpu" and labels.size:  # the GPU kernel writes NaN instead
+    # the GPU kernel writes NaN for a bad label; checking there needs a host wait (sync mode)
+    if labels.size and checks_values(labels.device):
         lab = labels.data
         bad = (lab != ignore_index) & ((lab < 0) | (lab >= n_cls))
-        if bad.any():
+        if bool(bad.any()):
+            first = lab[bad][:1]
+            first = first if labels.device.type == "cpu" else labels.backend.to_numpy(first)
             raise IndexError(f"cross_entropy: labels must be in [0, {n_cls}) or equal "
-                             f"ignore_index={ignore_index}, got {int(lab[bad][0])}")
+                             f"ignore_index={ignore_index}, got {int(first[0])}")
     rows = math.prod(logits.shape[:-1])
     flat_labels = labels.reshape(rows)
     losses = _cross_entropy_rows(logits.reshape(rows, n_cls), flat_labels, ignore_index,
@@ -111,7 +125,9 @@ def _cross_entropy_rows(x: Tensor, labels: Tensor, ignore_index: int, smoothing:
         return (wrap(be.cross_entropy_backward(g.data, x.data, lab, lse, ignore_index,
                                                smoothing), x.device),)
 
-    return make_result(loss, x.device, (x,), pullback)
+    out = make_result(loss, x.device, (x,), pullback)
+    sync_if_requested(x.device)
+    return out
 
 
 def _cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing):

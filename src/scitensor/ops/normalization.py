@@ -62,6 +62,12 @@ def _param(p, shape, x: Tensor, op: str, name: str):
     return p.backend.reshape(p.data, (math.prod(shape),))
 
 
+def _eps(eps, op: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+        raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r:.40}")
+    return float(eps)
+
+
 def _needs(p) -> bool:
     return p is not None and p.requires_grad
 
@@ -91,6 +97,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -
     shape = _normalized_shape(normalized_shape, x, "layer_norm")
     w = _param(weight, shape, x, "layer_norm", "weight")
     b = _param(bias, shape, x, "layer_norm", "bias")
+    eps = _eps(eps, "layer_norm")
     n = math.prod(shape)
     m = x.size // n if n else math.prod(x.shape[:x.ndim - len(shape)])
     be = x.backend
@@ -134,6 +141,7 @@ def rms_norm(x, normalized_shape, weight=None, eps: float = 1e-6) -> Tensor:
     x = check_tensor(x, "rms_norm")
     shape = _normalized_shape(normalized_shape, x, "rms_norm")
     w = _param(weight, shape, x, "rms_norm", "weight")
+    eps = _eps(eps, "rms_norm")
     n = math.prod(shape)
     m = x.size // n if n else math.prod(x.shape[:x.ndim - len(shape)])
     be = x.backend

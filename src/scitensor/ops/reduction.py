@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import builtins
 import math
+import numbers
 
 from .. import dtypes as dt
 from ._core import (
     GRAD_ENABLED,
     Tensor,
+    check_keepdims,
     check_tensor,
     make_result,
+    named,
     norm_axes,
     norm_axis,
     sync_if_requested,
@@ -57,6 +60,8 @@ def sum(x, axis=None, keepdims: bool = False) -> Tensor:
     """
     x = check_tensor(x, "sum")
     axes = norm_axes(axis, x.ndim, "sum")
+    if keepdims is not False and keepdims is not True:
+        keepdims = check_keepdims(keepdims, "sum")
     data = x.backend.sum(x.data, axes, keepdims)
     shape = x.shape
     return _finish(data, x, lambda g, out: (_expand_back(g, shape, axes, keepdims),))
@@ -73,6 +78,8 @@ def mean(x, axis=None, keepdims: bool = False) -> Tensor:
     """
     x = check_tensor(x, "mean")
     axes = norm_axes(axis, x.ndim, "mean")
+    if keepdims is not False and keepdims is not True:
+        keepdims = check_keepdims(keepdims, "mean")
     n = math.prod(x.shape[a] for a in axes)
     if not x.dtype.is_floating:
         x = x.astype(dt.get_default_dtype())
@@ -88,6 +95,9 @@ def var(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     """
     x = check_tensor(x, "var")
     axes = norm_axes(axis, x.ndim, "var")
+    if keepdims is not False and keepdims is not True:
+        keepdims = check_keepdims(keepdims, "var")
+    ddof = _ddof(ddof, "var")
     n = math.prod(x.shape[a] for a in axes)
     if not x.dtype.is_floating:
         x = x.astype(dt.get_default_dtype())
@@ -105,8 +115,15 @@ def std(x, axis=None, keepdims: bool = False, ddof: int = 0) -> Tensor:
     :func:`scitensor.norm`.
     """
     x = check_tensor(x, "std")
-    v = var(x, norm_axes(axis, x.ndim, "std"), keepdims, ddof)
+    v = var(x, norm_axes(axis, x.ndim, "std"), check_keepdims(keepdims, "std"),
+            _ddof(ddof, "std"))
     return _finish(v.backend.sqrt(v.data), v, _std_pullback)
+
+
+def _ddof(ddof, op: str):
+    if not isinstance(ddof, numbers.Real) or ddof != ddof:
+        raise TypeError(f"{op}: ddof must be a number (usually 0 or 1), got {ddof!r:.40}")
+    return ddof
 
 
 def _std_pullback(g, out):
@@ -119,6 +136,8 @@ def _extreme(name):
     def op(x, axis=None, keepdims: bool = False) -> Tensor:
         x = check_tensor(x, name)
         axes = norm_axes(axis, x.ndim, name)
+        if keepdims is not False and keepdims is not True:
+            keepdims = check_keepdims(keepdims, name)
         if x.size == 0 and builtins.any(x.shape[a] == 0 for a in axes):
             raise ValueError(f"{name}: cannot reduce an empty axis of shape {x.shape}")
         data = getattr(x.backend, name)(x.data, axes, keepdims)
@@ -133,7 +152,7 @@ def _extreme(name):
 
         return _finish(data, x, pullback if x.dtype.is_floating else None)
 
-    op.__name__ = name
+    named(op, name)
     op.__doc__ = (f"``{name}`` over ``axis``; ties share the gradient equally.\n\n"
                   "    Example:\n        >>> import scitensor as st\n"
                   f"        >>> st.{name}(st.tensor([[1, 5], [7, 2]]), axis=0).tolist()\n"
@@ -148,6 +167,8 @@ min = _extreme("min")
 def _arg(name):
     def op(x, axis=None, keepdims: bool = False) -> Tensor:
         x = check_tensor(x, name)
+        if keepdims is not False and keepdims is not True:
+            keepdims = check_keepdims(keepdims, name)
         if axis is None:
             if x.size == 0:
                 raise ValueError(f"{name}: empty tensor of shape {x.shape} has no {name[3:]}imum")
@@ -162,9 +183,11 @@ def _arg(name):
                 raise ValueError(f"{name}: axis {axis} of shape {x.shape} is empty")
             else:
                 data = getattr(x.backend, name)(x.data, ax, keepdims)
-        return wrap(data, x.device)
+        out = wrap(data, x.device)
+        sync_if_requested(x.device)
+        return out
 
-    op.__name__ = name
+    named(op, name)
     op.__doc__ = (f"Index of the first {name[3:]}imum along ``axis`` (of the flattened tensor "
                   "when ``axis`` is None); int64, no gradient.")
     return op
@@ -186,6 +209,8 @@ def logsumexp(x, axis=None, keepdims: bool = False) -> Tensor:
     if not x.dtype.is_floating:
         x = x.astype(dt.get_default_dtype())
     axes = norm_axes(axis, x.ndim, "logsumexp")
+    if keepdims is not False and keepdims is not True:
+        keepdims = check_keepdims(keepdims, "logsumexp")
     data = x.backend.logsumexp(x.data, axes, keepdims)
     shape = x.shape
 
@@ -237,10 +262,16 @@ def log_softmax(x, axis: int = -1) -> Tensor:
 def any(x, axis=None, keepdims: bool = False) -> Tensor:
     """Whether any element along ``axis`` is non-zero (bool)."""
     x = check_tensor(x, "any")
-    return wrap(x.backend.any(x.data, norm_axes(axis, x.ndim, "any"), keepdims), x.device)
+    axes = norm_axes(axis, x.ndim, "any")
+    out = wrap(x.backend.any(x.data, axes, check_keepdims(keepdims, "any")), x.device)
+    sync_if_requested(x.device)
+    return out
 
 
 def all(x, axis=None, keepdims: bool = False) -> Tensor:
     """Whether every element along ``axis`` is non-zero (bool)."""
     x = check_tensor(x, "all")
-    return wrap(x.backend.all(x.data, norm_axes(axis, x.ndim, "all"), keepdims), x.device)
+    axes = norm_axes(axis, x.ndim, "all")
+    out = wrap(x.backend.all(x.data, axes, check_keepdims(keepdims, "all")), x.device)
+    sync_if_requested(x.device)
+    return out

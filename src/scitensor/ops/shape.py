@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 
+from ..runtime import SYNC_EVERY_OP
 from ._core import (
     GRAD_ENABLED,
     Tensor,
@@ -18,6 +19,7 @@ from ._core import (
     make_result,
     norm_axes,
     norm_axis,
+    sync_if_requested,
     wrap,
 )
 
@@ -27,8 +29,12 @@ __all__ = ["broadcast_to", "concatenate", "expand", "flatten", "flip", "pad", "p
 
 def _finish(data, x, pullback):
     if GRAD_ENABLED[0] and x.requires_grad:
-        return make_result(data, x.device, (x,), pullback)
-    return wrap(data, x.device)
+        out = make_result(data, x.device, (x,), pullback)
+    else:
+        out = wrap(data, x.device)
+    if SYNC_EVERY_OP[0]:  # checked here first: most shape ops are views (host cost only)
+        sync_if_requested(x.device)
+    return out
 
 
 def _shape_arg(shape):
@@ -195,8 +201,12 @@ def _tensors(tensors, op):
 def _many_result(data, tensors, pullback):
     dev = tensors[0].device
     if GRAD_ENABLED[0] and any(t.requires_grad for t in tensors):
-        return make_result(data, dev, tuple(tensors), pullback)
-    return wrap(data, dev)
+        out = make_result(data, dev, tuple(tensors), pullback)
+    else:
+        out = wrap(data, dev)
+    if SYNC_EVERY_OP[0]:
+        sync_if_requested(dev)
+    return out
 
 
 def concatenate(tensors, axis: int = 0) -> Tensor:
@@ -299,6 +309,9 @@ def pad(x, pad_width, value=0) -> Tensor:
     """
     x = check_tensor(x, "pad")
     if isinstance(pad_width, numbers.Integral):
+        if pad_width < 0:
+            raise ValueError(f"pad: pad_width {pad_width} is negative (tensor of shape "
+                             f"{x.shape}); widths are non-negative")
         pw = ((int(pad_width), int(pad_width)),) * x.ndim
     else:
         pw = tuple(pad_width)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _real
 
 __all__ = ["Adam", "AdamW"]
 
@@ -47,16 +47,18 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
                  fused: bool = True):
-        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
+        super().__init__(params, {"lr": lr, "betas": _pair(betas), "eps": eps,
                                   "weight_decay": weight_decay, "amsgrad": amsgrad}, fused)
 
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
         betas = group["betas"]
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        if (not isinstance(betas, tuple | list) or len(betas) != 2
+                or not all(_real(b) and 0.0 <= b < 1.0 for b in betas)):
             raise ValueError(f"{self._name}: betas must be two numbers in [0, 1), got {betas!r}")
-        if not group["eps"] >= 0:
-            raise ValueError(f"{self._name}: eps must be >= 0, got {group['eps']!r}")
+        eps = group["eps"]
+        if not _real(eps) or not eps >= 0 or math.isinf(eps):
+            raise ValueError(f"{self._name}: eps must be a finite number >= 0, got {eps!r}")
 
     # ---- fused CUDA path (see _fused.py and kernels/optim.cu) --------------------------
     def _fused_state(self, p, group, capturing: bool):
@@ -172,3 +174,8 @@ class AdamW(Adam):
                  fused: bool = True):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, fused=fused)
+
+
+def _pair(betas):
+    """``betas`` as a tuple when it is a sequence (anything else fails the hyper check)."""
+    return tuple(betas) if isinstance(betas, tuple | list) else betas

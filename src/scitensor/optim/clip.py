@@ -8,6 +8,7 @@ import numpy as np
 
 from ..autodiff.mode import no_grad
 from ..tensor import Tensor, wrap
+from .optimizer import _real
 
 __all__ = ["clip_grad_norm_"]
 
@@ -43,10 +44,18 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0) -> Tens
         [0.6, 0.8]
     """
     params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    with_grad = [p for p in params if isinstance(p, Tensor) and p.grad is not None]
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"clip_grad_norm_: parameter {i} is a {type(p).__name__}, not a "
+                            "Tensor; pass model.parameters() or a list of tensors")
+    with_grad = [p for p in params if p.grad is not None]
+    if not _real(max_norm) or not 0 <= max_norm < math.inf:
+        raise ValueError(f"clip_grad_norm_: max_norm must be a finite number >= 0, got "
+                         f"{max_norm!r:.40}")
+    if not _real(norm_type) or not norm_type > 0:
+        raise ValueError(f"clip_grad_norm_: norm_type must be a number > 0 (or inf), got "
+                         f"{norm_type!r:.40}")
     norm_type = float(norm_type)
-    if not norm_type > 0:
-        raise ValueError(f"clip_grad_norm_: norm_type must be > 0, got {norm_type}")
     if not with_grad:
         from ..creation import tensor
 

@@ -116,8 +116,9 @@ class Optimizer(FusedMixin):
                                or math.isinf(lr)):
             raise ValueError(f"{self._name}: lr must be a finite number >= 0, got {lr!r}")
         wd = group.get("weight_decay", 0.0)
-        if not wd >= 0:
-            raise ValueError(f"{self._name}: weight_decay must be >= 0, got {wd!r}")
+        if not _real(wd) or not wd >= 0 or math.isinf(wd):
+            raise ValueError(f"{self._name}: weight_decay must be a finite number >= 0, got "
+                             f"{wd!r}")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients of every parameter (``None``, or zeros in place)."""
@@ -261,6 +262,11 @@ class Optimizer(FusedMixin):
             hyper = ", ".join(f"{k}={v}" for k, v in g.items() if k != "params")
             lines.append(f"  group {i}: {len(g['params'])} params, {hyper}")
         return "\n".join(lines) + "\n)"
+
+
+def _real(v) -> bool:
+    """A real number (bools excluded), for hyper-parameter checks."""
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
 def _is_array(v) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _real
 
 __all__ = ["SGD"]
 
@@ -50,8 +51,10 @@ class SGD(Optimizer):
 
     def _check_hyper(self, group: dict[str, Any]) -> None:
         super()._check_hyper(group)
-        if not group["momentum"] >= 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {group['momentum']!r}")
+        for name in ("momentum", "dampening"):
+            v = group[name]
+            if not _real(v) or not 0 <= v < math.inf:
+                raise ValueError(f"SGD: {name} must be a finite number >= 0, got {v!r}")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: nesterov=True needs momentum > 0 and dampening == 0, got "
                              f"momentum={group['momentum']}, dampening={group['dampening']}")

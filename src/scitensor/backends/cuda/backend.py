@@ -7,6 +7,8 @@ What runs where:
   they do not cover (broadcasting, mixed layouts);
 - random numbers: our Philox kernels (``kernels/random.cu``), the CPU backend's stream;
 - matmul: cuBLASLt (``cublaslt.py``), capturable in CUDA graphs;
+- the linear layer (GEMM + bias + activation and its backward): cuBLASLt epilogues
+  (``linear.py``);
 - everything else: :class:`~scitensor.backends.xp.ArrayBackend` with ``xp = cupy``.
   float16/bfloat16 inputs CuPy cannot handle are computed in float32 and rounded back.
 
@@ -31,6 +33,7 @@ from ..base import PRIMITIVES
 from ..xp import ArrayBackend
 from . import memory
 from .attention import CudaAttentionPrimitives
+from .cluster import CudaClusterPrimitives
 from .compat import NumpyCompatPrimitives
 from .compiler import load_module
 from .conv import CudaConvPrimitives
@@ -38,6 +41,7 @@ from .cublaslt import CublasLt
 from .elementwise import DTYPE_CODE, ElementwiseKernels, check_fast_alloc, new_array
 from .errors import CudaError
 from .graphs import CudaGraphPrimitives
+from .linear import CudaLinearPrimitives
 from .normalization import CudaNormalizationPrimitives
 from .pooling import CudaPoolingPrimitives
 
@@ -113,7 +117,8 @@ def _fast_binary(name: str):
 
 
 class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaNormalizationPrimitives,
-                  CudaPoolingPrimitives, CudaGraphPrimitives, NumpyCompatPrimitives,
+                  CudaPoolingPrimitives, CudaClusterPrimitives, CudaGraphPrimitives,
+                  CudaLinearPrimitives, NumpyCompatPrimitives,
                   ArrayBackend):
     """Runs every primitive on one CUDA device. Work is asynchronous (see module docs)."""
 

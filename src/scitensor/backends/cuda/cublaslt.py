@@ -13,6 +13,14 @@ the workspace is preallocated with plain ``cudaMalloc`` (a fixed address, as gra
 
 float32 is exact IEEE by default; ``scitensor.set_matmul_precision("tf32")`` opts into TF32.
 float16/bfloat16 accumulate in float32; float64 in float64.
+
+:meth:`CublasLt.gemm` runs one 2-D product with a cuBLASLt *epilogue* (bias, ReLU/GELU with
+the auxiliary output their backward needs, DRELU/DGELU, bias gradients: the linear layer's
+fused forward and backward, :mod:`.linear`). Its plans are cached like the plain ones (the
+epilogue, the auxiliary leading dimension and the bias/aux pointer alignments join the key);
+the bias and aux pointers are set on the cached descriptor before each call. A combination
+cuBLASLt has no algorithm for is remembered, and ``gemm`` returns False so that the caller
+composes the result instead.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from ...precision import MATMUL_PRECISION
 from .elementwise import new_array
 from .errors import CudaError
 
-__all__ = ["CublasLt"]
+__all__ = ["EPILOGUES", "CublasLt"]
 
 WORKSPACE_BYTES = 32 * 1024 * 1024  # what cuBLAS recommends on Hopper
 CANDIDATES = 8  # heuristic results timed once per geometry (autotuning)
@@ -37,6 +45,16 @@ _OP_N, _OP_T = 0, 1
 # np dtype -> (cudaDataType, compute type exact, compute type tf32, scale numpy dtype)
 _R_16F, _R_16BF, _R_32F, _R_64F = 2, 14, 0, 1
 _C_32F, _C_32F_TF32, _C_64F = 68, 77, 70
+# epilogue name (lower case of cublasLtEpilogue_t's) -> (reads/writes the bias vector, has aux)
+EPILOGUES = {
+    "bias": (True, False), "relu_bias": (True, False), "gelu_bias": (True, False),
+    "relu_aux": (False, True), "gelu_aux": (False, True),
+    "relu_aux_bias": (True, True), "gelu_aux_bias": (True, True),
+    "drelu": (False, True), "dgelu": (False, True),
+    "drelu_bgrad": (True, True), "dgelu_bgrad": (True, True),
+    "bgrada": (True, False), "bgradb": (True, False),
+    "relu": (False, False), "gelu": (False, False), "default": (False, False),
+}
 _TYPES = {
     np.dtype(np.float16): (_R_16F, _C_32F, _C_32F, np.float32),
     dt.bfloat16.np: (_R_16BF, _C_32F, _C_32F, np.float32),
@@ -91,7 +109,7 @@ class _Plan:
     """Cached descriptor, layouts and the chosen algorithm of one GEMM geometry."""
 
     __slots__ = ("desc", "layouts", "candidates", "algo", "algo_ptr", "ws_size", "tuned",
-                 "alpha_beta")
+                 "alpha_beta", "bias_attr", "aux_attr", "ptrs", "ptrs_addr")
 
     def choose(self, i: int) -> None:
         self.algo = self.candidates[i:i + 1].copy()
@@ -113,6 +131,10 @@ class CublasLt:
         self.ws_ptr = self._ws.ptr
         self.plans: dict = {}
         self._fast: dict = {}  # (shapes, strides, dtypes, precision) -> plan and alignments
+        self._epi_fast: dict = {}  # the same for gemm() with an epilogue
+        self.unsupported: set = set()  # epilogue plan keys cuBLASLt has no algorithm for
+        D = cublasLt.MatmulDescAttribute
+        self._bias_attr, self._aux_attr = int(D.BIAS_POINTER), int(D.EPILOGUE_AUX_POINTER)
         # host scalars alpha = 1, beta = 0 per scale type, and their addresses
         self._scalars = [np.ones(1, np.float32), np.zeros(1, np.float32),
                          np.ones(1, np.float64), np.zeros(1, np.float64)]
@@ -135,8 +157,11 @@ class CublasLt:
                       lay, A.STRIDED_BATCH_OFFSET, bs)
         return lay
 
-    def _plan(self, key):
-        (dtype, tf32, m, n, k, nb, ga, gb, al_a, al_b, al_c) = key
+    def _plan(self, key, epi=None):
+        """Descriptor, layouts and heuristic candidates for ``key``; ``epi`` is ``(name,
+        bias_ptr, aux_ptr, aux_ld)`` for an epilogue (pointers the heuristic reads for their
+        alignment). ``None`` when cuBLASLt offers no algorithm."""
+        (dtype, tf32, m, n, k, nb, ga, gb, al_a, al_b, al_c) = key[:11]
         nb_macs = max(nb, 1)
         lt = self.lt
         cuda_type, c_exact, c_tf32, scale = _TYPES[dtype]
@@ -160,6 +185,16 @@ class CublasLt:
         else:
             sd(D.TRANSB, _OP_T)
             lb = self._layout(cuda_type, a_rows, a_cols, a_ld, nb, a_bs)
+        uses_bias = uses_aux = False
+        if epi is not None:
+            name, bias_ptr, aux_ptr, aux_ld = epi
+            uses_bias, uses_aux = EPILOGUES[name]
+            sd(D.EPILOGUE, int(lt.Epilogue[name.upper()]))
+            if uses_bias:
+                sd(D.BIAS_POINTER, bias_ptr)
+            if uses_aux:
+                sd(D.EPILOGUE_AUX_POINTER, aux_ptr)
+                sd(D.EPILOGUE_AUX_LD, aux_ld)
         lc = self._layout(cuda_type, n, m, n, nb, m * n)
         pref = lt.matmul_preference_create()
         P = lt.MatmulPreferenceAttribute
@@ -188,6 +223,9 @@ class CublasLt:
         plan.desc, plan.layouts = desc, (la, lb, lc)
         plan.alpha_beta = self._alpha_beta[scale]
         plan.candidates = results[:int(count[0])].copy()
+        plan.bias_attr, plan.aux_attr = uses_bias, uses_aux
+        plan.ptrs = np.zeros(2, dtype=np.int64)  # bias and aux pointers, set before each call
+        plan.ptrs_addr = plan.ptrs.ctypes.data
         plan.choose(0)
         plan.tuned = len(plan.candidates) == 1 or nb_macs * m * n * k < AUTOTUNE_MIN_MACS
         self.plans[key] = plan
@@ -291,6 +329,89 @@ class CublasLt:
         if not copied and plan.tuned:
             self._fast[fkey] = (plan, out.shape, key[8], key[9], key[10])
         return out
+
+    # ---- a 2-D product with an epilogue ------------------------------------------------------
+    def gemm(self, a, b, out, stream_ptr: int, epilogue: str, bias=None, aux=None,
+             aux_ld: int = 0) -> bool:
+        """``out = epilogue(a @ b)`` with one cuBLASLt call; False (nothing run) when
+        cuBLASLt has no algorithm for this epilogue, layout and dtype.
+
+        Args:
+            a, b: 2-D arrays ``(m, k)`` and ``(k, n)`` of one float dtype, each row- or
+                column-contiguous (a transpose view is fine).
+            out: C-contiguous ``(m, n)`` array of that dtype, written.
+            stream_ptr: the CUDA stream.
+            epilogue: a key of :data:`EPILOGUES`. In row-major terms the "rows of D" of
+                cuBLASLt's documentation are ``out``'s columns: a bias (read by ``*bias``,
+                written by ``drelu_bgrad``/``dgelu_bgrad``/``bgrada``) has ``n`` elements,
+                and ``bgrada`` sums ``b`` over its ``k`` rows.
+            bias: the contiguous bias vector (``n`` elements of the dtype), or None.
+            aux: the contiguous auxiliary array (ReLU bit-mask or GELU input), or None;
+                ``(m, aux_ld / 8)`` bytes for ReLU, ``(m, aux_ld)`` elements for GELU.
+            aux_ld: the aux leading dimension in elements (bits for the ReLU mask): a
+                multiple of 128 for ReLU, of 8 for GELU, at least ``n``.
+        """
+        dtype = a.dtype
+        pa, pb, pc = a.data.ptr, b.data.ptr, out.data.ptr
+        pbias = 0 if bias is None else bias.data.ptr
+        paux = 0 if aux is None else aux.data.ptr
+        fkey = (a.shape, a.strides, b.shape, b.strides, dtype, MATMUL_PRECISION[0], epilogue,
+                aux_ld)
+        hit = self._epi_fast.get(fkey)
+        if hit is not None:
+            plan, al_a, al_b, al_c, al_bias, al_aux = hit
+            if not (pa % al_a or pb % al_b or pc % al_c or pbias % al_bias or paux % al_aux):
+                self._run_epilogue(plan, pa, pb, pc, pbias, paux, stream_ptr, a, b)
+                return True
+        if (a.ndim != 2 or b.ndim != 2 or dtype not in _TYPES or b.dtype != dtype
+                or out.dtype != dtype or epilogue not in EPILOGUES):
+            return False
+        m, k = a.shape
+        n = b.shape[1]
+        if b.shape[0] != k or out.shape != (m, n) or not out.flags.c_contiguous:
+            return False
+        if m == 0 or n == 0 or k == 0:
+            return False
+        ga, gb = _geometry(a, (), 1), _geometry(b, (), 1)
+        if ga is None or gb is None:
+            return False
+        tf32 = dtype == np.float32 and MATMUL_PRECISION[0] == "tf32"
+        key = (dtype, tf32, m, n, k, 1, ga, gb, _alignment(pa), _alignment(pb),
+               _alignment(pc), epilogue, aux_ld, _alignment(pbias), _alignment(paux))
+        if key in self.unsupported:
+            return False
+        plan = self.plans.get(key)
+        fresh = plan is None
+        if fresh:
+            plan = self._plan(key, (epilogue, pbias, paux, aux_ld))
+            if plan is None:
+                self.unsupported.add(key)
+                return False
+        try:
+            self._run_epilogue(plan, pa, pb, pc, pbias, paux, stream_ptr, a, b)
+        except CudaError:
+            if not fresh:  # this plan ran before: a real failure
+                raise
+            # the heuristic offered an algorithm that then refused these operands
+            self.unsupported.add(key)
+            del self.plans[key]
+            for lay in plan.layouts:
+                self.lt.matrix_layout_destroy(lay)
+            self.lt.matmul_desc_destroy(plan.desc)
+            return False
+        if plan.tuned:
+            self._epi_fast[fkey] = (plan, key[8], key[9], key[10], key[13], key[14])
+        return True
+
+    def _run_epilogue(self, plan, pa, pb, pc, pbias, paux, stream_ptr, a, b) -> None:
+        lt, desc = self.lt, plan.desc
+        if plan.bias_attr:
+            plan.ptrs[0] = pbias
+            lt.matmul_desc_set_attribute(desc, self._bias_attr, plan.ptrs_addr, 8)
+        if plan.aux_attr:
+            plan.ptrs[1] = paux
+            lt.matmul_desc_set_attribute(desc, self._aux_attr, plan.ptrs_addr + 8, 8)
+        self._run(plan, pa, pb, pc, stream_ptr, a, b)
 
     def _run(self, plan, pa, pb, pc, stream_ptr, a, b) -> None:
         alpha, beta = plan.alpha_beta

@@ -23,7 +23,13 @@ class CudaGraphPrimitives:
         """Capture ``fn()`` into a CUDA graph. Returns ``(graph, pool, fn's result)``."""
         stream = _get_stream(self.index)
         if stream.ptr == 0:
-            raise RuntimeError("jit: cannot capture on the legacy default stream")
+            # The backend makes its stream current on the thread that created it; a thread
+            # that never adopted it (the backend was first used from another thread, e.g. a
+            # data-loading one) is still on the legacy default stream, where nothing can be
+            # captured. Adopt the backend's stream here: it is a blocking stream, so it stays
+            # ordered after this thread's earlier legacy-stream work.
+            self.stream.use()
+            stream = self.stream
         stream.synchronize()  # pending eager work must not be mistaken for graph work
         pool = cupy.cuda.MemoryPool()
         with cupy.cuda.using_allocator(pool.malloc):

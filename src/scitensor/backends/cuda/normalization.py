@@ -28,6 +28,7 @@ from .row_kernels import DTYPE_CODE, RowKernels, pick_register, pick_stream
 __all__ = ["CudaNormalizationPrimitives"]
 
 _F32 = np.dtype(np.float32)
+_ROWS_PER_GROUP = 4  # layer-norm backward: fewest rows per group when partial sums are written
 _I64 = np.dtype(np.int64)
 _ndarray = cupy.ndarray
 _stream = cupy.cuda.get_current_stream
@@ -127,6 +128,13 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
         k = rk.get("layer_norm.cu", DTYPE_CODE[x.dtype], "st_norm_bwd_" + plan.kernel,
                    _NORM_BWD_SIG)
         blocks = min(plan.blocks(rows), rk.resident_blocks(k, plan.threads))
+        if need_param_grads:
+            # Every group writes a partial row of column sums that st_norm_param_reduce (only
+            # n/32 blocks per set) reads back: with few rows per group (4096 x 768 gave ~1.5)
+            # that traffic rivals the data's. At least _ROWS_PER_GROUP rows each, while
+            # keeping every SM busy.
+            blocks = min(blocks, max(self.sm_count, -(-rows // (
+                _ROWS_PER_GROUP * plan.rows_per_block))))
         sets = 1 if rms else 2
         part = None
         if need_param_grads:

@@ -1,0 +1,272 @@
+"""``MultiHeadAttention``: projections around the fused scaled-dot-product attention.
+
+Inputs and outputs are ``(batch, seq, embed_dim)``. Self-attention runs one fused ``qkv``
+projection (a :class:`~scitensor.nn.Dense` to ``(heads + 2 * kv_heads) * head_dim``
+columns), the fused attention op and the output projection. The step between them, from the
+projection's ``(batch, seq, heads, head_dim)`` layout to the kernels' ``(batch, heads, seq,
+head_dim)`` and back, is one op here (:func:`_attention_seq_major`) whose pullback writes the
+query, key and value gradients straight into one packed gradient for the projection: no
+per-slice scatter, one transposing copy each way.
+
+Dropout on the attention probabilities has no fused kernel: in training mode with
+``dropout > 0`` the layer runs the plain composition (O(seq²) memory) instead.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .. import dtypes as dt
+from ..autodiff.mode import GRAD_ENABLED
+from ..ops._core import sync_if_requested
+from ..ops.attention import _check as _check_qkv
+from ..ops.attention import attention_reference
+from ..ops.dropout import dropout as dropout_op
+from ..tensor import Tensor, make_result, wrap
+from .layers import Dense
+from .module import Module
+
+__all__ = ["MultiHeadAttention"]
+
+_ALL = slice(None)
+
+
+def _heads_view(src: Tensor, h0: int, h1: int) -> Tensor:
+    """Heads ``[h0, h1)`` of a ``(B, S, N, D)`` tensor as ``(B, h1 - h0, S, D)`` (ops)."""
+    return src[:, :, h0:h1].permute(0, 2, 1, 3)
+
+
+def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale) -> Tensor:
+    """Fused attention on sequence-major operands, differentiable in every source.
+
+    Args:
+        sources: distinct tensors shaped ``(B, S, N, D)`` (projection outputs).
+        roles: three ``(source index, h0, h1)`` triples: where the query, key and value heads
+            are (axis 2, half-open ranges; ranges within one source must not overlap).
+        causal, scale: as for :func:`scitensor.nn.functional.scaled_dot_product_attention`.
+
+    Returns:
+        ``(B, Sq, H, D)``: each query position's heads side by side, ready to be reshaped to
+        ``(B * Sq, H * D)`` for the output projection without a copy.
+    """
+    dev = sources[0].device
+    be = sources[0].backend
+
+    def gather(role):
+        i, h0, h1 = role
+        view = be.getitem(sources[i].data, (_ALL, _ALL, slice(h0, h1)))
+        return be.ascontiguous(be.transpose(view, (0, 2, 1, 3)))
+
+    q, k, v = (gather(r) for r in roles)
+    _check_qkv(wrap(q, dev), wrap(k, dev), wrap(v, dev), scale)  # shapes, dtypes, heads
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    o, lse = be.attention_forward(q, k, v, causal, scale)
+    y = be.ascontiguous(be.transpose(o, (0, 2, 1, 3)))
+    sync_if_requested(dev)
+    if not (GRAD_ENABLED[0] and any(s.requires_grad for s in sources)):
+        return wrap(y, dev)
+
+    def pullback(g, out):
+        if GRAD_ENABLED[0]:  # create_graph: differentiate the composition instead
+            from ..autodiff.functional import vjp
+
+            def composed(*srcs):
+                qs, ks, vs = (_heads_view(srcs[i], h0, h1) for i, h0, h1 in roles)
+                return attention_reference(qs, ks, vs, causal, scale).permute(0, 2, 1, 3)
+
+            return vjp(composed, *sources)[1](g)
+        gt = be.ascontiguous(be.transpose(g.data, (0, 2, 1, 3)))
+        grads = be.attention_backward(gt, q, k, v, o, lse, causal, scale)
+        cts = []
+        for i, src in enumerate(sources):
+            if not src.requires_grad:
+                cts.append(None)
+                continue
+            mine = [(h0, h1, gr) for (j, h0, h1), gr in zip(roles, grads) if j == i]
+            covered = sum(h1 - h0 for h0, h1, _ in mine) == src.shape[2]
+            buf = (be.empty if covered else be.zeros)(src.shape, src.dtype)
+            for h0, h1, gr in mine:
+                be.setitem(buf, (_ALL, _ALL, slice(h0, h1)), be.transpose(gr, (0, 2, 1, 3)))
+            cts.append(wrap(buf, dev))
+        return tuple(cts)
+
+    return make_result(y, dev, tuple(sources), pullback)
+
+
+def _attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,
+                        p: float) -> Tensor:
+    """``dropout(softmax(q kᵀ · scale [+ mask]), p) v`` with ops, on ``(B, H, S, D)`` operands
+    (grouped-query heads and bottom-right causal alignment as the fused op). The mask is made
+    on the device, so this is capturable by ``st.jit``."""
+    from ..creation import arange
+    from ..ops.elementwise import where
+    from ..ops.reduction import softmax
+
+    in_dtype = q.dtype
+    if in_dtype.itemsize < 4:
+        q, k, v = q.astype(dt.float32), k.astype(dt.float32), v.astype(dt.float32)
+    b, h, sq, d = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    q5 = q.reshape(b, hkv, h // hkv, sq, d)
+    s = (q5 @ k.reshape(b, hkv, 1, sk, d).swapaxes(-1, -2)) * scale
+    if causal and sq and sk:
+        rows = arange(sq, device=q.device).reshape(sq, 1) + (sk - sq)
+        visible = arange(sk, device=q.device).reshape(1, sk) <= rows
+        # a large finite fill keeps rows that see nothing finite (they are zeroed below)
+        probs = softmax(where(visible, s, -0.25 * float(_finfo_max(q.dtype))), axis=-1)
+        if sq > sk:
+            probs = probs * visible.any(axis=-1, keepdims=True).astype(q.dtype)
+    else:
+        probs = softmax(s, axis=-1)
+    probs = dropout_op(probs, p, True)
+    out = (probs @ v.reshape(b, hkv, 1, sk, d)).reshape(b, h, sq, d)
+    return out if out.dtype is in_dtype else out.astype(in_dtype)
+
+
+def _finfo_max(dtype) -> float:
+    import numpy as np
+
+    return float(np.finfo(dtype.np).max)
+
+
+def _positive(value, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"MultiHeadAttention: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class MultiHeadAttention(Module):
+    """Multi-head attention over ``(batch, seq, embed_dim)`` inputs, on the fused
+    :func:`scitensor.nn.functional.scaled_dot_product_attention`.
+
+    Parameters: ``qkv_proj`` (a :class:`~scitensor.nn.Dense` from ``embed_dim`` to the query,
+    key and value heads side by side: columns ``[0, E)`` are the queries, then ``kv_heads *
+    head_dim`` key columns, then as many value columns) and ``out_proj`` (``Dense(E, E)``);
+    both start like ``Dense`` (uniform in ``±1/sqrt(embed_dim)``). Weights are
+    ``(in, out)`` as in ``Dense``: PyTorch's ``in_proj_weight`` is the transpose.
+
+    ``forward(x)`` is self-attention (one fused projection GEMM). ``forward(query, key,
+    value)`` is cross-attention: the query, key and value columns of ``qkv_proj`` project
+    their own inputs (key and value may have another length than the query; ``value``
+    defaults to ``key``). Causal masking is aligned to the bottom-right corner (query ``i``
+    sees keys ``j <= i + Sk - Sq``: PyTorch's ``is_causal`` when the lengths are equal).
+
+    Args:
+        embed_dim: E, the model width (the inputs' last axis).
+        num_heads: query heads H; ``head_dim = E // H`` (the CUDA kernels take head_dim 32,
+            64 or 128; others run the plain composition).
+        bias: learn biases in both projections.
+        causal: mask future keys by default (override per call with ``causal=``).
+        dropout: drop probability on the attention weights in training mode (runs the unfused
+            composition when > 0; see the module docs).
+        kv_heads: key/value heads (grouped-query attention; must divide ``num_heads``);
+            default ``num_heads``.
+        device, dtype: where and in which floating dtype to create the parameters.
+
+    Example:
+        >>> import scitensor as st
+        >>> from scitensor import nn
+        >>> mha = nn.MultiHeadAttention(16, 4, causal=True)
+        >>> x = st.randn(2, 5, 16)
+        >>> mha(x).shape, mha(x, st.randn(2, 7, 16), causal=False).shape
+        ((2, 5, 16), (2, 5, 16))
+        >>> [n for n, _ in mha.named_parameters()]
+        ['qkv_proj.weight', 'qkv_proj.bias', 'out_proj.weight', 'out_proj.bias']
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, causal: bool = False,
+                 dropout: float = 0.0, kv_heads: int | None = None, device=None, dtype=None):
+        super().__init__()
+        self.embed_dim = _positive(embed_dim, "embed_dim")
+        self.num_heads = _positive(num_heads, "num_heads")
+        self.kv_heads = self.num_heads if kv_heads is None else _positive(kv_heads, "kv_heads")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by "
+                             f"num_heads {num_heads}")
+        if self.num_heads % self.kv_heads:
+            raise ValueError(f"MultiHeadAttention: num_heads {num_heads} must be a multiple "
+                             f"of kv_heads {self.kv_heads} (grouped-query attention)")
+        if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
+                or not 0.0 <= dropout < 1.0):
+            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout!r}")
+        self.head_dim = self.embed_dim // self.num_heads
+        self.causal = bool(causal)
+        self.dropout = float(dropout)
+        width = (self.num_heads + 2 * self.kv_heads) * self.head_dim
+        self.qkv_proj = Dense(self.embed_dim, width, bias=bias, device=device, dtype=dtype)
+        self.out_proj = Dense(self.embed_dim, self.embed_dim, bias=bias, device=device,
+                              dtype=dtype)
+
+    def _check(self, x, name: str) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"MultiHeadAttention: {name} must be a Tensor, got "
+                            f"{type(x).__name__}")
+        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+            raise ValueError(f"MultiHeadAttention(embed_dim={self.embed_dim}): {name} must be "
+                             f"(batch, seq, {self.embed_dim}), got shape {x.shape}"
+                             + ("; add a batch axis with x.unsqueeze(0)" if x.ndim == 2 else ""))
+        return x
+
+    def _project(self, x: Tensor, c0: int, c1: int) -> Tensor:
+        """``x`` through columns ``[c0, c1)`` of ``qkv_proj``, as ``(B, S, heads, D)``."""
+        b, s, e = x.shape
+        w, bias = self.qkv_proj.weight, self.qkv_proj.bias
+        y = x.reshape(b * s, e) @ w[:, c0:c1]
+        if bias is not None:
+            y = y + bias[c0:c1]
+        return y.reshape(b, s, (c1 - c0) // self.head_dim, self.head_dim)
+
+    def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None,
+                causal: bool | None = None) -> Tensor:
+        """Attend from ``query`` to ``key``/``value`` (self-attention when both are None).
+
+        Args:
+            query: ``(batch, seq_q, embed_dim)``.
+            key: ``(batch, seq_k, embed_dim)`` or None (self-attention).
+            value: like ``key``; None means ``key``.
+            causal: override the layer's ``causal`` for this call.
+
+        Returns:
+            ``(batch, seq_q, embed_dim)``.
+        """
+        causal = self.causal if causal is None else bool(causal)
+        query = self._check(query, "query")
+        b, sq, e = query.shape
+        h, hkv, d = self.num_heads, self.kv_heads, self.head_dim
+        if key is None and value is not None:
+            raise ValueError("MultiHeadAttention: value given without key; pass key too (or "
+                             "neither for self-attention)")
+        if key is None or (key is query and (value is None or value is query)):
+            packed = self.qkv_proj(query.reshape(b * sq, e)).reshape(b, sq, h + 2 * hkv, d)
+            sources = (packed,)
+            roles = ((0, 0, h), (0, h, h + hkv), (0, h + hkv, h + 2 * hkv))
+        else:
+            key = self._check(key, "key")
+            value = key if value is None else self._check(value, "value")
+            if key.shape[:2] != value.shape[:2] or key.shape[0] != b:
+                raise ValueError(f"MultiHeadAttention: query {query.shape}, key {key.shape} "
+                                 f"and value {value.shape} must share the batch size, and key "
+                                 "and value the sequence length")
+            ekv = hkv * d
+            q = self._project(query, 0, e)
+            if value is key:
+                sources = (q, self._project(key, e, e + 2 * ekv))
+                roles = ((0, 0, h), (1, 0, hkv), (1, hkv, 2 * hkv))
+            else:
+                sources = (q, self._project(key, e, e + ekv),
+                           self._project(value, e + ekv, e + 2 * ekv))
+                roles = ((0, 0, h), (1, 0, hkv), (2, 0, hkv))
+        if self.training and self.dropout > 0:
+            qs, ks, vs = (_heads_view(sources[i], h0, h1) for i, h0, h1 in roles)
+            att = _attention_composed(qs, ks, vs, causal, 1.0 / math.sqrt(d), self.dropout)
+            att = att.permute(0, 2, 1, 3)
+        else:
+            att = _attention_seq_major(sources, roles, causal, None)
+        return self.out_proj(att.reshape(b * sq, e)).reshape(b, sq, e)
+
+    def extra_repr(self) -> str:
+        kv = "" if self.kv_heads == self.num_heads else f", kv_heads={self.kv_heads}"
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}{kv}, "
+                f"causal={self.causal}, dropout={self.dropout}")
