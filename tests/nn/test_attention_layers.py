@@ -212,7 +212,10 @@ def test_jit_training_step_matches_eager(device):
         losses.append(a)
     assert losses[-2] < losses[0] and losses[-1] < losses[1]
     for p, q in zip(m1.parameters(), m2.parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-3, atol=1e-5)
+        # AdamW at lr 1e-2 moves an element with a near-zero gradient by about +-lr whatever
+        # its size, so last-bit differences of atomically summed gradients (embedding and
+        # attention backward on the GPU) can show up as ~1e-3 absolute after 6 steps
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-3, atol=2e-3)
 
 
 def test_errors_and_repr():

@@ -341,12 +341,40 @@ GPU_CASES = [
          hw=(7, 7), bias=True),  # depthwise
     dict(n=2, c=8, k=12, groups=4, kernel=(3, 3), stride=(2, 1), dil=(2, 1), padding=(2, 1),
          hw=(9, 8), bias=True),  # grouped
+    # implicit-GEMM routes on the GPU (backends/cuda/conv_igemm.py): odd sizes, a stride-1
+    # input gradient with dilation and groups, more output channels than one 128-row tile
+    dict(n=3, c=16, k=10, groups=2, kernel=(3, 2), stride=(1, 1), dil=(2, 1), padding=(2, 1),
+         hw=(11, 9), bias=True),
+    dict(n=2, c=9, k=130, groups=1, kernel=(1, 1), stride=(1, 1), dil=(1, 1), padding=0,
+         hw=(5, 7), bias=True),
 ]
 
 
 @pytest.mark.parametrize("cfg", GPU_CASES)
-@pytest.mark.parametrize("dtype", [st.float32, st.bfloat16])
+@pytest.mark.parametrize("dtype", [st.float32, st.bfloat16, st.float16])
 def test_device_matches_cpu(device, cfg, dtype, poisoned):
+    _compare_with_cpu(device, cfg, dtype, 2e-4 if dtype is st.float32 else 2e-2)
+
+
+@pytest.mark.parametrize("cfg", GPU_CASES[:2] + GPU_CASES[-2:])
+@pytest.mark.parametrize("path", ["igemm", "im2col"])
+def test_device_paths_and_tf32_match_cpu(device, cfg, path, poisoned):
+    """Each GPU path (forced where it applies) in float32, exact and under TF32."""
+    if device.type == "cpu":
+        pytest.skip("compares the GPU paths with the CPU")
+    from scitensor.backends.cuda import conv_igemm
+
+    conv_igemm.set_conv_path(path)
+    try:
+        _compare_with_cpu(device, cfg, st.float32, 2e-4)
+        st.set_matmul_precision("tf32")
+        _compare_with_cpu(device, cfg, st.float32, 6e-3)
+    finally:
+        st.set_matmul_precision("highest")
+        conv_igemm.set_conv_path(None)
+
+
+def _compare_with_cpu(device, cfg, dtype, tol):
     x, w, b = make(cfg, seed=11)
     g = None
     results = {}
@@ -360,7 +388,6 @@ def test_device_matches_cpu(device, cfg, dtype, poisoned):
                               _sym_pad(cfg), 0, cfg["groups"], cfg["dil"])
         results[dev.type] = [None if a is None else a.astype(st.float64).numpy() for a in
                              (y, tx.grad, tw.grad, tb.grad if tb is not None else None, yt)]
-    tol = 2e-4 if dtype is st.float32 else 2e-2
     for name, got, want in zip(("y", "dx", "dw", "db", "conv_transpose2d"),
                                results[device.type], results["cpu"]):
         if want is None:

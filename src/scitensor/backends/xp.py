@@ -134,6 +134,9 @@ class ArrayBackend(PoolingPrimitives, ConvPrimitives, NormalizationPrimitives, A
         return self.xp.abs(a)
 
     def sign(self, a):
+        if a.dtype == np.bool_:  # NumPy refuses; CuPy would return int8 (not a scitensor dtype)
+            raise TypeError("sign is not defined for bool tensors: cast to an integer or "
+                            "float dtype first")
         return self.xp.sign(a)
 
     def sin(self, a):

@@ -1,16 +1,24 @@
-"""Convolution primitives on CUDA: our ``kernels/conv.cu`` plus cuBLASLt GEMMs.
+"""Convolution primitives on CUDA: our implicit-GEMM kernel, direct depthwise kernels, and
+im2col + cuBLASLt where the measurements favour it.
 
-Why im2col + cuBLASLt (for now): cuBLASLt already runs at library speed on tensor cores for
-every dtype we support (TF32 when ``st.set_matmul_precision("tf32")``, bf16/fp16 with fp32
-accumulation), is capturable through ``cublaslt.py``, and needs no tuning of ours; the price
-is one extra write and read of the column matrix (kh*kw times the input, per pass). By our
-estimate from bandwidth (3 TB/s) and TF32 throughput, that traffic is what separates us from
-cuDNN on the 3x3 benchmark shapes (about 0.5-0.7x of its speed), while the GEMMs themselves
-run at cuDNN's rate; the next step, when measurements confirm it, is an implicit-GEMM
-tensor-core kernel of our own that reads windows straight from the input. cuDNN is not a
-dependency: CuPy 14 has none, and the issue asks for our own path first.
+Which path runs each pass is :func:`.conv_igemm.choose_path` (a small function of shape, dtype
+and precision, documented there; the floors and measurements behind it are in
+``docs/kernels/conv.md``):
 
-Layouts, chosen so no extra transpose pass is needed where it can be avoided:
+- ``igemm`` (``kernels/conv_igemm.cu``, :mod:`.conv_igemm`): forward, the input gradient of
+  stride-1 convolutions and the weight gradient gather the convolution windows straight from
+  NCHW into shared memory and multiply on tensor cores (bf16/fp16; float32 as TF32 under
+  ``st.set_matmul_precision("tf32")``, else 3xTF32 at about float32 accuracy). Why: im2col
+  writes and reads a column matrix kh*kw times the input per pass, and on the benchmark's 3x3
+  shapes that traffic, the layout swaps around it and the extra launches cost 3-7x cuDNN's
+  time, while the arithmetic itself is the same.
+- ``depthwise`` (``kernels/conv.cu``): one input channel per output channel; a GEMM with one
+  row per group would waste the tensor cores, and the op is memory-bound anyway.
+- ``im2col`` + one cuBLASLt GEMM (this module): float64, the input gradient of strided
+  convolutions (the gather would multiply mostly zeros) or with few channels per group, and
+  whatever the kernels do not cover (int32 index limits, sm < 80).
+
+im2col layouts, chosen so no extra transpose pass is needed where it can be avoided:
 
 - groups == 1: the column matrix is batch-major ``(N, C*kh*kw, Ho*Wo)``; the forward GEMM
   broadcasts the weight over the batch (one strided-batched cuBLASLt call) and writes NCHW
@@ -20,12 +28,10 @@ Layouts, chosen so no extra transpose pass is needed where it can be avoided:
 - weight gradient: the reduction runs over samples *and* pixels, so both operands must be
   channel-major (one ``st_swap01`` of the output gradient), then one GEMM (split-K is
   cuBLASLt's choice).
-- depthwise-style (one input channel per output channel, ``groups > 1``): direct kernels. A
-  GEMM with one row per group would waste the tensor cores and the column matrix would be
-  9x the traffic of a memory-bound op.
 
-Graph capture: no host synchronisation, sizes come from shapes only, temporaries come from
-the stream-ordered pool, GEMMs go through cuBLASLt (never ``cupy.matmul``).
+cuDNN is not a dependency (CuPy 14 has none). Graph capture: no host synchronisation, sizes
+come from shapes only, temporaries come from the stream-ordered pool, GEMMs go through
+cuBLASLt (never ``cupy.matmul``), the weight-gradient split reduction is deterministic.
 
 The mixin needs from its backend: ``index``, ``arch``, ``sm_count``, ``_ew._new(shape,
 np_dtype)`` (allocation that honours the tests' NaN poisoning) and ``matmul(a, b)``.
@@ -38,7 +44,9 @@ import numpy as np
 
 from ... import dtypes as dt
 from ..xp_conv import ConvPrimitives
+from .attention import _Launcher
 from .compiler import load_module
+from .conv_igemm import IgemmConvPrimitives, choose_path, igemm_options
 from .launch import grid_for
 
 __all__ = ["CudaConvPrimitives"]
@@ -73,10 +81,46 @@ def _contiguous(a):
     return a if a is None or a.flags.c_contiguous else cupy.ascontiguousarray(a)
 
 
-class CudaConvPrimitives(ConvPrimitives):
+class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
     """Overrides the NumPy-API conv primitives with kernels + cuBLASLt (same signatures)."""
 
     # ---- plumbing ---------------------------------------------------------------------
+    def _ig_ptr(self, a) -> int:
+        return _ptr(a)
+
+    def _ig_stream(self) -> int:
+        return _stream()
+
+    def _ig_out(self, shape, dtype):
+        return self._ew._new(shape, dtype)
+
+    def _ig_tmp(self, shape, dtype):
+        return cupy.ndarray(shape, dtype)  # every element is written before it is read
+
+    def _ig_sm_count(self) -> int:
+        return self.sm_count
+
+    def _ig_kernel(self, code, kind, tiles, name, signature):
+        mods = self.__dict__.setdefault("_ig_modules", {})
+        key = (code, kind, tiles)
+        mod = mods.get(key)
+        if mod is None:
+            mod = mods[key] = load_module("conv_igemm.cu", self.index, self.arch,
+                                          options=igemm_options(code, kind, tiles))
+        return mod.function(name, signature)
+
+    def _ig_kernel_smem(self, code, kind, tiles, name, signature):
+        table = self.__dict__.setdefault("_ig_launchers", {})
+        key = (code, kind, tiles, name)
+        k = table.get(key)
+        if k is None:  # dynamic shared memory beyond 48 KiB: attention's launcher opts in
+            k = table[key] = _Launcher(self._ig_kernel(code, kind, tiles, name, signature))
+        return k
+
+    def _path(self, pass_, dtype, x_shape, w_shape, y_shape, stride, dilation, groups) -> str:
+        return choose_path(pass_, dtype, self.arch, x_shape, w_shape, y_shape, stride,
+                           dilation, groups)
+
     def _conv_kernel(self, name: str, dtype):
         table = self.__dict__.setdefault("_conv_kernels", {})
         k = table.get((name, dtype))
@@ -139,9 +183,13 @@ class CudaConvPrimitives(ConvPrimitives):
         if not self._gpu_ok((x, w, bias), (n * c * kh * kw, ho * wo), (n * k, ho * wo)):
             return super().conv2d(x, w, bias, out_hw, stride, padding, dilation, groups)
         x, w, bias = _contiguous(x), _contiguous(w), _contiguous(bias)
+        path = self._path("fwd", x.dtype, x.shape, w.shape, (n, k, ho, wo), stride, dilation,
+                          groups)
+        if path == "igemm":
+            return self._igemm_conv2d(x, w, bias, out_hw, stride, padding, dilation, groups)
         geo = self._geo((kh, kw), stride, padding, dilation)
         p, dtype = ho * wo, x.dtype
-        if cg == 1 and groups > 1:
+        if path == "depthwise":
             y = self._ew._new((n, k, ho, wo), dtype)
             self._conv_rows("st_depthwise_fwd", dtype, n * k, p, _ptr(x), _ptr(w), _ptr(bias),
                        _ptr(y), n, c, h, wd, k, ho, wo, *geo)
@@ -167,10 +215,14 @@ class CudaConvPrimitives(ConvPrimitives):
             return super().conv_transpose2d(y, w, bias, out_hw, stride, padding, dilation,
                                             groups)
         y, w, bias = _contiguous(y), _contiguous(w), _contiguous(bias)
+        path = self._path("dgrad", y.dtype, (n, c, h, wd), w.shape, y.shape, stride, dilation,
+                          groups)
+        if path == "igemm":
+            return self._igemm_conv_transpose2d(y, w, bias, out_hw, padding, dilation, groups)
         geo = self._geo((kh, kw), stride, padding, dilation)
         p, dtype = ho * wo, y.dtype
         dx = self._ew._new((n, c, h, wd), dtype)
-        if cg == 1 and groups > 1:
+        if path == "depthwise":
             self._conv_rows("st_depthwise_bwd_input", dtype, n * c, h * wd, _ptr(y), _ptr(w),
                        _ptr(bias), _ptr(dx), n, c, h, wd, k, ho, wo, *geo)
             return dx
@@ -195,9 +247,14 @@ class CudaConvPrimitives(ConvPrimitives):
         if not self._gpu_ok((x, gy), (n * c * kh * kw, ho * wo), (n * k, ho * wo)):
             return super().conv2d_weight(x, gy, kernel_hw, stride, padding, dilation, groups)
         x, gy = _contiguous(x), _contiguous(gy)
+        path = self._path("wgrad", x.dtype, x.shape, (k, cg, kh, kw), gy.shape, stride,
+                          dilation, groups)
+        if path == "igemm":
+            return self._igemm_conv2d_weight(x, gy, kernel_hw, stride, padding, dilation,
+                                             groups)
         geo = self._geo(kernel_hw, stride, padding, dilation)
         p = ho * wo
-        if cg == 1 and groups > 1 and max(kh, kw) <= 7:
+        if path == "depthwise":
             return self._depthwise_weight(x, gy, kernel_hw, geo)
         r = c * kh * kw
         cols = self._im2col_gpu(x, kernel_hw, (ho, wo), geo, False)  # (R, N, P)
