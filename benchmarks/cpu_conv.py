@@ -12,7 +12,10 @@ CPU time the process used per step (all threads; less sensitive to a busy machin
 Target: scitensor within 2x of PyTorch.
 
 Run: ``python -m benchmarks.cpu_conv [--out DIR] [--steps 8] [--rounds 3]``; writes
-``DIR/cpu_conv.json`` and ``DIR/cpu_conv.md`` when ``--out`` is given.
+``DIR/cpu_conv.json`` and ``DIR/cpu_conv.md`` when ``--out`` is given (the part of an existing
+``cpu_conv.md`` below the line ``<!-- notes -->`` is kept: measurements written by hand).
+``--breakdown`` instead times scitensor's CPU backend primitives inside a few steps (wall ms
+per step and primitive, with calls per step), the profile that guides the CPU work.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from scitensor.nn.conv import Conv2d
 from scitensor.nn.normalization import BatchNorm2d
 from scitensor.nn.pooling import AdaptiveAvgPool2d, MaxPool2d
 
+NOTES_MARK = "<!-- notes -->"
 CHANNELS = (32, 64, 128)
 BATCH, CLASSES, LR, MOMENTUM = 256, 10, 0.05, 0.9
 
@@ -110,16 +114,72 @@ def make_steps(data):
     return out
 
 
+def breakdown(step, steps: int = 3) -> dict:
+    """Wall milliseconds per step spent in each CPU backend primitive (outermost calls only)
+    over ``steps`` calls of ``step``, with the calls per step: ``{name: (ms, calls)}``."""
+    from scitensor.backends.cpu import CpuBackend
+
+    spent, calls, depth = {}, {}, [0]
+    originals = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            depth[0] += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+                    calls[name] = calls.get(name, 0) + 1
+        return wrapper
+
+    for klass in CpuBackend.__mro__:
+        for name, fn in vars(klass).items():
+            if name.startswith("_") or name in originals or not callable(fn) \
+                    or isinstance(fn, staticmethod | classmethod | type):
+                continue
+            originals[name] = getattr(CpuBackend, name)
+    own = {name: vars(CpuBackend)[name] for name in originals if name in vars(CpuBackend)}
+    try:
+        for name, fn in originals.items():
+            setattr(CpuBackend, name, timed(name, fn))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        total = (time.perf_counter() - t0) / steps * 1e3
+    finally:  # put the class back as it was
+        for name in originals:
+            if name in own:
+                setattr(CpuBackend, name, own[name])
+            else:
+                delattr(CpuBackend, name)
+    rows = {n: (spent[n] / steps * 1e3, calls[n] // steps) for n in spent}
+    rows["(step total)"] = (total, 1)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--steps", type=int, default=8, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--breakdown", action="store_true",
+                    help="time scitensor's backend primitives per step instead")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     data = (rng.standard_normal((BATCH, 3, 32, 32), dtype=np.float32),
             rng.integers(0, CLASSES, BATCH).astype(np.int64))
     steps = make_steps(data)
+    if args.breakdown:
+        steps["scitensor"]()  # warm-up
+        rows = breakdown(steps["scitensor"], max(1, args.steps))
+        print("| primitive | ms per step | calls per step |\n|---|---|---|")
+        for name, (ms, n) in sorted(rows.items(), key=lambda kv: -kv[1][0]):
+            if ms >= 0.05:
+                print(f"| {name} | {ms:.1f} | {n} |")
+        return 0
     names = [n for n in ("scitensor", "torch") if steps[n] is not None]
     first = {n: steps[n]() for n in names}  # also the warm-up
     for n in names:
@@ -159,7 +219,11 @@ def main(argv=None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "cpu_conv.json").write_text(json.dumps(result, indent=2))
-        (args.out / "cpu_conv.md").write_text("\n".join(lines) + "\n")
+        md = args.out / "cpu_conv.md"
+        notes = ""
+        if md.exists() and NOTES_MARK in md.read_text():
+            notes = "\n" + NOTES_MARK + md.read_text().split(NOTES_MARK, 1)[1]
+        md.write_text("\n".join(lines) + "\n" + notes)
     return 0
 
 

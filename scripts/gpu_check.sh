@@ -102,7 +102,8 @@ if [ "$MODE" = sanitize ] || [ "$MODE" = all ]; then
         CS="compute-sanitizer --report-api-errors no --error-exitcode 9"
         LAYER_TESTS="tests/ops/test_pooling.py tests/ops/test_batchnorm.py tests/ops/test_conv.py
             tests/ops/test_normalization.py tests/ops/test_losses.py tests/ops/test_dropout.py"
-        for t in tests/ops/test_linear.py tests/cluster/test_kmeans.py tests/optim; do
+        for t in tests/ops/test_linear.py tests/cluster/test_kmeans.py tests/optim \
+                tests/backends/test_cuda_conv_igemm.py tests/nn/test_embedding.py; do
             [ -e "$t" ] && LAYER_TESTS="$LAYER_TESTS $t"
         done
         for tool in ${GPU_CHECK_TOOLS:-memcheck racecheck initcheck synccheck}; do

@@ -4,9 +4,12 @@ Layout: channels on axis 1, any number of trailing (spatial) axes: ``(N, C)``, `
 ``(N, C, H, W)``. Low-precision inputs compute in float32 and round once; per-channel
 statistics (mean, variance, inverse std) are float32, or float64 for float64 inputs.
 
-Batch statistics use one pass over the data with a per-plane shift (each ``(n, c)`` plane's
-first value), merged across the batch with Chan et al.'s parallel formula: the same scheme
-the CUDA kernel uses per thread and per block, stable when the mean is far from zero.
+Batch statistics use the corrected two-pass algorithm: the mean (pairwise sums per ``(n, c)``
+plane, then over the batch), then the sums and squares of the centred values (the sum
+corrects the mean's rounding error); the forward goes on to scale and shift the centred array
+in place into its result. Stable when the mean is far from zero, and one large allocation per
+forward and per backward. (The CUDA kernel instead makes one pass with per-thread shifts
+merged by Chan et al.'s parallel formula.)
 """
 
 from __future__ import annotations
@@ -47,24 +50,32 @@ class BatchNormPrimitives:
         return self._cast(v, cdt)
 
     def batch_norm_stats(self, x):
-        """Per-channel ``(mean, biased variance)`` of ``x`` over every axis but 1.
+        """Per-channel ``(mean, biased variance)`` of ``x`` over every axis but 1 (two
+        passes: the mean, then the sum of squares of ``x - mean``)."""
+        return self._centered(self._planes(x, _cdt(x.dtype)))[:2]
 
-        One pass: shifted sums per (n, c) plane, then Chan's merge across n.
-        """
+    def _centered(self, x3):
+        """``(mean, var, xc, corr)`` for ``x3`` (N, C, L), by the corrected two-pass
+        algorithm: ``xc = x3 - mean0`` for a first estimate ``mean0`` of the mean (a fresh
+        array of ours: the forward writes its result into it), ``corr = mean(xc)``, the
+        mean ``mean0 + corr`` and the variance ``mean(xc^2) - corr^2``."""
         xp = self.xp
-        cdt = _cdt(x.dtype)
-        x3 = self._planes(x, cdt)
-        length = x3.shape[2]
-        shift = x3[:, :, :1]
-        d = x3 - shift
-        s = d.sum(axis=2)
-        q = (d * d).sum(axis=2)
-        plane_mean = shift[:, :, 0] + s / cdt.type(length)
-        plane_m2 = xp.maximum(q - s * s / cdt.type(length), cdt.type(0))
-        mean = plane_mean.mean(axis=0)
-        spread = plane_mean - mean
-        m2 = plane_m2.sum(axis=0) + cdt.type(length) * (spread * spread).sum(axis=0)
-        return mean, m2 / cdt.type(x3.shape[0] * length)
+        cdt = x3.dtype
+        count = cdt.type(x3.shape[0] * x3.shape[2])
+        mean0 = x3.sum(axis=2).sum(axis=0) / count
+        xc = xp.subtract(x3, mean0[:, None])
+        corr = xc.sum(axis=2).sum(axis=0) / count  # the rounding error of mean0
+        var = xp.maximum(self._rowdot(xc, xc).sum(axis=0) / count - corr * corr, cdt.type(0))
+        return mean0 + corr, var, xc, corr
+
+    def _rowdot(self, a, b):
+        """``(a * b).sum(axis=-1)`` without the product temporary (``vecdot`` where the
+        array module has it: one BLAS dot per row on NumPy)."""
+        xp = self.xp
+        vecdot = getattr(xp, "vecdot", None)
+        if vecdot is not None:
+            return vecdot(a, b)
+        return xp.einsum("...l,...l->...", a, b)
 
     def batch_norm_train_forward(self, x, weight, bias, eps):
         """Training-mode batch norm with batch statistics.
@@ -81,13 +92,15 @@ class BatchNormPrimitives:
         xp = self.xp
         cdt = _cdt(x.dtype)
         c = x.shape[1]
-        mean, var = self.batch_norm_stats(x)
+        x3 = self._planes(x, cdt)
+        mean, var, y, corr = self._centered(x3)
         invstd = cdt.type(1) / xp.sqrt(var + cdt.type(eps))
         scale = invstd * self._per_channel(weight, c, cdt, 1)
         shift = self._per_channel(bias, c, cdt, 0)
-        x3 = self._planes(x, cdt)
-        # centre first: x * scale + (bias - mean * scale) cancels badly when |mean| >> std
-        y = (x3 - mean[:, None]) * scale[:, None] + shift[:, None]
+        # (x - mean) * scale + bias = xc * scale + (bias - corr * scale), in place in the
+        # centred array (one allocation in all); corr is tiny, so nothing cancels
+        y *= scale[:, None]
+        y += (shift - corr * scale)[:, None]
         return self._cast(y.reshape(x.shape), x.dtype), mean, var, invstd
 
     def batch_norm_backward(self, g, x, mean, invstd, weight):
@@ -98,16 +111,22 @@ class BatchNormPrimitives:
             dtype (``dweight = sum(g * xhat)``, ``dbias = sum(g)``, even when there is no
             weight or bias).
         """
+        xp = self.xp
         cdt = _cdt(x.dtype)
         c = x.shape[1]
         g3, x3 = self._planes(g, cdt), self._planes(x, cdt)
         count = cdt.type(x3.shape[0] * x3.shape[2])
-        xmu = x3 - mean[:, None]
-        dbias = g3.sum(axis=(0, 2))
-        dot = (g3 * xmu).sum(axis=(0, 2))  # sum(g * (x - mean))
+        xmu = xp.subtract(x3, mean[:, None])
+        dbias = g3.sum(axis=2).sum(axis=0)
+        dot = self._rowdot(g3, xmu).sum(axis=0)  # sum(g * (x - mean))
         k = invstd * self._per_channel(weight, c, cdt, 1)
-        dx = k[:, None] * (g3 - (dbias / count)[:, None]
-                           - xmu * (invstd * invstd * dot / count)[:, None])
+        # dx = k * (g - dbias / count - xmu * invstd^2 * dot / count), in place in xmu's
+        # array (one allocation in all)
+        dx = xmu
+        dx *= (-(invstd * invstd * dot / count))[:, None]
+        dx += g3
+        dx -= (dbias / count)[:, None]
+        dx *= k[:, None]
         return self._cast(dx.reshape(g.shape), g.dtype), dot * invstd, dbias
 
     def batch_norm_update_running_inplace(self, running_mean, running_var, mean, var,

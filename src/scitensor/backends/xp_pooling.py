@@ -62,6 +62,13 @@ def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return (i * size) // out, ((i + 1) * size + out - 1) // out
 
 
+def _windows_inside(input_hw, kernel, stride, padding, dilation, out_hw) -> bool:
+    """True when there is no padding and every window lies wholly inside the input."""
+    return padding[0] == 0 and padding[1] == 0 and all(
+        (out_hw[a] - 1) * stride[a] + (kernel[a] - 1) * dilation[a] + 1 <= input_hw[a]
+        for a in (0, 1))
+
+
 def _argmax_dtype(kernel) -> np.dtype:
     return np.dtype(np.uint8) if kernel[0] * kernel[1] <= 256 else np.dtype(np.int32)
 
@@ -115,6 +122,9 @@ class PoolingPrimitives(BatchNormPrimitives):
         out_hw = tuple(pool_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a],
                                         dilation[a], ceil_mode) for a in (0, 1))
         c = self._cast(x, _cdt(x.dtype))
+        if _windows_inside(x.shape[2:], kernel, stride, padding, dilation, out_hw):
+            return self._max_pool_inside(c, kernel, stride, dilation, out_hw, with_argmax,
+                                         x.dtype)
         xpad = self._padded(c, kernel, stride, padding, dilation, out_hw, -np.inf)
         # which kernel rows/columns read real input (not padding) at each output position
         inside = [[(o >= 0) & (o < x.shape[2 + a]) for o in
@@ -136,12 +146,68 @@ class PoolingPrimitives(BatchNormPrimitives):
             seen |= valid
         return self._cast(best, x.dtype), (arg if with_argmax else None)
 
+    def _all_finite(self, a) -> bool:
+        """True when ``a`` is known to hold only finite values (checked on the host only:
+        other array modules answer False rather than synchronise)."""
+        return self.xp is np and bool(np.isfinite(a).all())
+
+    def _max_pool_inside(self, c, kernel, stride, dilation, out_hw, with_argmax, dtype):
+        """Max pooling when every window lies inside the input (no padding, no partial
+        windows): the maximum by ``maximum`` over the kernel positions, then the argmax as
+        the first position equal to it (NaN propagates through ``maximum``, and then the
+        first NaN is the argmax; the NaN test is skipped on the host when the result holds
+        no NaN)."""
+        xp = self.xp
+        views = [self._window(c, k // kernel[1], k % kernel[1], stride, dilation, out_hw)
+                 for k in range(kernel[0] * kernel[1])]
+        if len(views) == 1:
+            best = views[0].copy()
+        else:
+            best = xp.maximum(views[0], views[1])
+            for v in views[2:]:
+                xp.maximum(best, v, out=best)
+        arg = None
+        if with_argmax:
+            # the argmax is the first k with views[k] == best (or NaN): count the leading
+            # positions that are not, with a running AND of "not yet found" masks
+            arg = xp.zeros(best.shape, dtype=_argmax_dtype(kernel))
+            nan_free = xp is np and not bool(np.isnan(best).any())
+            before = None
+            for v in views[:-1]:
+                miss = xp.not_equal(v, best)
+                if not nan_free:
+                    miss &= xp.equal(v, v)  # a NaN is the maximum of its window
+                if before is None:
+                    before = miss
+                else:
+                    before &= miss
+                arg += before
+        return self._cast(best, dtype), arg
+
     def max_pool2d_backward(self, g, argmax, input_hw, kernel, stride, padding, dilation):
         """Gradient of max pooling: each output's cotangent goes to its window's maximum."""
         xp = self.xp
         gc = self._cast(g, _cdt(g.dtype))
         zero = gc.dtype.type(0)
         kw = kernel[1]
+        out_hw = g.shape[2:]
+        if (_windows_inside(input_hw, kernel, stride, padding, dilation, out_hw)
+                and tuple(dilation) == (1, 1) and stride[0] >= kernel[0]
+                and stride[1] >= kernel[1]):
+            # disjoint windows: each input position receives from at most one output, so
+            # every kernel position writes its strided view once (no accumulation)
+            full = all(stride[a] == kernel[a] and out_hw[a] * stride[a] == input_hw[a]
+                       for a in (0, 1))
+            shape = g.shape[:2] + tuple(input_hw)
+            dx = xp.empty(shape, dtype=gc.dtype) if full else xp.zeros(shape, dtype=gc.dtype)
+            finite = self._all_finite(gc)
+            for k in range(kernel[0] * kernel[1]):
+                view = self._window(dx, k // kw, k % kw, stride, dilation, out_hw)
+                if finite:  # g * (argmax == k): one pass straight into the strided view
+                    xp.multiply(gc, argmax == k, out=view)
+                else:  # keep NaN/inf cotangents out of the positions that did not win
+                    view[...] = xp.where(argmax == k, gc, zero)
+            return self._cast(dx, g.dtype)
         dx = self._scatter_windows(
             input_hw, padding, kernel, stride, dilation, g.shape[2:], g.shape[:2], gc.dtype,
             lambda i, j: xp.where(argmax == i * kw + j, gc, zero))
