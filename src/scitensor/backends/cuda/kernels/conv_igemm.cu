@@ -228,6 +228,29 @@ STA_FN void ig_fwd_epilogue(const float (&acc)[MT][NT8][4], const typename Tr::T
   }
 }
 
+// One staged k tile of a warp's MMAs: per k step, the warp's MT A fragments, then pair by pair
+// its B fragments, accumulated into acc. load_a(frag, i, k) and load_b(frags, jp, k) read the
+// stage's shared-memory tiles, whose layouts differ between the kernels.
+template <class Tr, int MT, int NT8, int KSTEPS, class LoadA, class LoadB>
+STA_FN void ig_tile_mma(float (&acc)[MT][NT8][4], LoadA load_a, LoadB load_b) {
+#pragma unroll
+  for (int ks = 0; ks < KSTEPS; ++ks) {
+    typename Tr::FragA a[MT];
+#pragma unroll
+    for (int i = 0; i < MT; ++i) load_a(a[i], i, ks * Tr::KSTEP);
+#pragma unroll
+    for (int jp = 0; jp < NT8 / 2; ++jp) {
+      typename Tr::FragB bb[2];
+      load_b(bb, jp, ks * Tr::KSTEP);
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        Tr::mma(acc[i][2 * jp], a[i], bb[0]);
+        Tr::mma(acc[i][2 * jp + 1], a[i], bb[1]);
+      }
+    }
+  }
+}
+
 // ---- forward / stride-1 input gradient ------------------------------------------------------
 template <class Tr, int BM, int BN, int BK, int WM, int WN>
 struct IgFwdShape {
@@ -359,22 +382,9 @@ STA_FN void igemm_fwd_body(const typename Tr::T* __restrict__ x,
     sta_cp_async_commit();
     const unsigned char* cA = sA + buf * S::SA;
     const unsigned char* cB = sB + buf * S::SB;
-#pragma unroll
-    for (int ks = 0; ks < BK / S::KS; ++ks) {
-      FragA a[S::MT];
-#pragma unroll
-      for (int i = 0; i < S::MT; ++i) Tr::load_a(a[i], cA, wm0 + 16 * i, ks * S::KS, S::ROWA);
-#pragma unroll
-      for (int jp = 0; jp < S::NT8 / 2; ++jp) {
-        FragB bb[2];
-        ig_load_b_kn<Tr>(bb, cB, ks * S::KS, wn0 + 16 * jp, S::ROWB);
-#pragma unroll
-        for (int i = 0; i < S::MT; ++i) {
-          Tr::mma(acc[i][2 * jp], a[i], bb[0]);
-          Tr::mma(acc[i][2 * jp + 1], a[i], bb[1]);
-        }
-      }
-    }
+    ig_tile_mma<Tr, S::MT, S::NT8, BK / S::KS>(
+        acc, [&](FragA& f, int i, int k) { Tr::load_a(f, cA, wm0 + 16 * i, k, S::ROWA); },
+        [&](FragB (&b)[2], int jp, int k) { ig_load_b_kn<Tr>(b, cB, k, wn0 + 16 * jp, S::ROWB); });
     if (more) store_b(buf ^ 1);
     sta_cp_async_wait<0>();
     sta_sync();
@@ -520,22 +530,9 @@ STA_FN void igemm_wgrad_body(const typename Tr::T* __restrict__ x,
     if (more) gather(kt + 1);
     const unsigned char* cA = sA + buf * S::SA;
     const unsigned char* cB = sB + buf * S::SB;
-#pragma unroll
-    for (int ks = 0; ks < BK / S::KS; ++ks) {
-      FragA a[S::MT];
-#pragma unroll
-      for (int i = 0; i < S::MT; ++i) Tr::load_a(a[i], cA, wm0 + 16 * i, ks * S::KS, S::ROW);
-#pragma unroll
-      for (int jp = 0; jp < S::NT8 / 2; ++jp) {
-        FragB bb[2];
-        Tr::load_b_nk(bb, cB, wn0 + 16 * jp, ks * S::KS, S::ROW);
-#pragma unroll
-        for (int i = 0; i < S::MT; ++i) {
-          Tr::mma(acc[i][2 * jp], a[i], bb[0]);
-          Tr::mma(acc[i][2 * jp + 1], a[i], bb[1]);
-        }
-      }
-    }
+    ig_tile_mma<Tr, S::MT, S::NT8, BK / S::KS>(
+        acc, [&](FragA& f, int i, int k) { Tr::load_a(f, cA, wm0 + 16 * i, k, S::ROW); },
+        [&](FragB (&b)[2], int jp, int k) { Tr::load_b_nk(b, cB, wn0 + 16 * jp, k, S::ROW); });
     if (more) store(buf ^ 1);
     sta_sync();
   }
@@ -670,22 +667,9 @@ STA_FN void igemm_fwd2_body(const typename Tr::T* __restrict__ x,
     sta_cp_async_commit();
     const unsigned char* cA = smem + stage * S::STAGE;
     const unsigned char* cB = cA + S::SA;
-#pragma unroll
-    for (int ks = 0; ks < BK / S::KS; ++ks) {
-      FragA a[S::MT];
-#pragma unroll
-      for (int i = 0; i < S::MT; ++i) Tr::load_a(a[i], cA, wm0 + 16 * i, ks * S::KS, S::ROW);
-#pragma unroll
-      for (int jp = 0; jp < S::NT8 / 2; ++jp) {
-        FragB bb[2];
-        Tr::load_b_nk(bb, cB, wn0 + 16 * jp, ks * S::KS, S::ROW);
-#pragma unroll
-        for (int i = 0; i < S::MT; ++i) {
-          Tr::mma(acc[i][2 * jp], a[i], bb[0]);
-          Tr::mma(acc[i][2 * jp + 1], a[i], bb[1]);
-        }
-      }
-    }
+    ig_tile_mma<Tr, S::MT, S::NT8, BK / S::KS>(
+        acc, [&](FragA& f, int i, int k) { Tr::load_a(f, cA, wm0 + 16 * i, k, S::ROW); },
+        [&](FragB (&b)[2], int jp, int k) { Tr::load_b_nk(b, cB, wn0 + 16 * jp, k, S::ROW); });
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     wstage = wstage + 1 == STAGES ? 0 : wstage + 1;
   }
@@ -797,22 +781,9 @@ STA_FN void igemm_wgrad2_body(const typename Tr::T* __restrict__ x,
     sta_cp_async_commit();
     const unsigned char* cA = smem + stage * S::STAGE;
     const unsigned char* cB = cA + S::SA;
-#pragma unroll
-    for (int ks = 0; ks < BK / S::KS; ++ks) {
-      FragA a[S::MT];
-#pragma unroll
-      for (int i = 0; i < S::MT; ++i) Tr::load_a_kn(a[i], cA, wm0 + 16 * i, ks * S::KS, S::ROWA);
-#pragma unroll
-      for (int jp = 0; jp < S::NT8 / 2; ++jp) {
-        FragB bb[2];
-        Tr::load_b_kn(bb, cB, ks * S::KS, wn0 + 16 * jp, S::ROWB);
-#pragma unroll
-        for (int i = 0; i < S::MT; ++i) {
-          Tr::mma(acc[i][2 * jp], a[i], bb[0]);
-          Tr::mma(acc[i][2 * jp + 1], a[i], bb[1]);
-        }
-      }
-    }
+    ig_tile_mma<Tr, S::MT, S::NT8, BK / S::KS>(
+        acc, [&](FragA& f, int i, int k) { Tr::load_a_kn(f, cA, wm0 + 16 * i, k, S::ROWA); },
+        [&](FragB (&b)[2], int jp, int k) { Tr::load_b_kn(b, cB, k, wn0 + 16 * jp, S::ROWB); });
     stage = stage + 1 == STAGES ? 0 : stage + 1;
     wstage = wstage + 1 == STAGES ? 0 : wstage + 1;
   }
