@@ -40,6 +40,11 @@ import scitensor as st
 from scitensor.ops.losses import cross_entropy
 from scitensor.ops.normalization import layer_norm, rms_norm
 
+try:  # run as `python -m benchmarks.X` or as a script
+    from .timing import sleep_cycles_per_ms
+except ImportError:
+    from timing import sleep_cycles_per_ms
+
 COPY_CEILING_GBS = 2966.0  # H100 device-to-device copy, read + write (design.md §6)
 L2_BYTES = 50 * 2**20
 # (op, mode, rows, cols): the issue's target shapes
@@ -132,15 +137,7 @@ class Timer:
 
 def calibrate_sleep() -> float:
     """GPU clock cycles per millisecond of ``torch.cuda._sleep``."""
-    import torch
-
-    torch.cuda._sleep(1000)
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    torch.cuda._sleep(20_000_000)
-    b.record()
-    b.synchronize()
-    return 20_000_000 / a.elapsed_time(b)
+    return sleep_cycles_per_ms()
 
 
 # ---- the steps -----------------------------------------------------------------------------

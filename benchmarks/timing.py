@@ -77,6 +77,22 @@ def torch_spin(stream=None):
     ``stream`` (a ``torch.cuda.Stream``/``ExternalStream``; the current stream when None)."""
     import torch
 
+    cycles_per_ms = sleep_cycles_per_ms()
+
+    def sleep(ms: float) -> None:
+        if stream is None:
+            torch.cuda._sleep(int(ms * cycles_per_ms))
+        else:
+            with torch.cuda.stream(stream):
+                torch.cuda._sleep(int(ms * cycles_per_ms))
+
+    return sleep
+
+
+def sleep_cycles_per_ms() -> float:
+    """GPU clock cycles per millisecond of ``torch.cuda._sleep`` (measured once per process)."""
+    import torch
+
     global _CYCLES_PER_MS
     if _CYCLES_PER_MS is None:
         torch.cuda._sleep(1000)
@@ -86,15 +102,7 @@ def torch_spin(stream=None):
         b.record()
         b.synchronize()
         _CYCLES_PER_MS = 20_000_000 / a.elapsed_time(b)
-
-    def sleep(ms: float) -> None:
-        if stream is None:
-            torch.cuda._sleep(int(ms * _CYCLES_PER_MS))
-        else:
-            with torch.cuda.stream(stream):
-                torch.cuda._sleep(int(ms * _CYCLES_PER_MS))
-
-    return sleep
+    return _CYCLES_PER_MS
 
 
 def cupy_stream_spin():
