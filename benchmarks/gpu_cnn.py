@@ -16,7 +16,10 @@ and recorded to show the two models agree.
 
 Timing: medians of CUDA-event timings of whole steps after warm-up (``benchmarks/timing.py``
 ``event_ms``: events around each step, so the host's enqueue cost counts, as a user sees it),
-inputs rotated over two batches. Rows: scitensor eager vs PyTorch eager (target: at most 1.2x
+inputs rotated over two batches. The two eager steps are host-bound, and a shared machine's
+host speed drifts by 10-30 % over seconds, so they are timed in alternating rounds
+(``interleaved_event_ms``, 2 x reps steps each) rather than one after the other.
+Rows: scitensor eager vs PyTorch eager (target: at most 1.2x
 PyTorch's time, i.e. speed >= 1/1.2); scitensor ``st.jit`` (the step captured once as a CUDA
 graph and replayed) vs PyTorch eager (target: at most 0.6x, speed >= 1/0.6); for reference,
 ``st.jit`` vs a PyTorch CUDA graph of the same step, and the eager steps' device time alone
@@ -47,9 +50,9 @@ from scitensor import nn, optim
 from scitensor.nn import functional as F
 
 try:  # run as `python -m benchmarks.X` or as a script
-    from .timing import cupy_stream_spin, event_ms, queued_ms, torch_spin
+    from .timing import cupy_stream_spin, event_ms, interleaved_event_ms, queued_ms, torch_spin
 except ImportError:
-    from timing import cupy_stream_spin, event_ms, queued_ms, torch_spin
+    from timing import cupy_stream_spin, event_ms, interleaved_event_ms, queued_ms, torch_spin
 
 CHANNELS = (32, 64, 128)
 BATCH, IMAGE, CLASSES, LR, MOMENTUM = 256, 32, 10, 0.05, 0.9
@@ -165,7 +168,7 @@ def bench_scitensor(src_torch, batches, warmup, reps, use_jit=True):
 
     sync = dev.backend.synchronize
     out = {"first_loss": first_loss,
-           "eager_ms": event_ms(lambda i: step(*xs[i % ROTATE]), record, sync, warmup, reps),
+           "eager": (lambda i: step(*xs[i % ROTATE]), record, sync),  # timed in main()
            "eager_device_ms": queued_ms(lambda i: step(*xs[i % ROTATE]), record,
                                         cupy_stream_spin(), warmup, reps),
            "host_ms": host_ms(lambda i: step(*xs[i % ROTATE]), sync, reps)}
@@ -202,8 +205,7 @@ def bench_torch(model, batches, warmup, reps, use_graph=True):
         return e
 
     out = {"first_loss": first_loss,
-           "eager_ms": event_ms(lambda i: step(*txs[i % ROTATE]), record,
-                                torch.cuda.synchronize, warmup, reps),
+           "eager": (lambda i: step(*txs[i % ROTATE]), record, torch.cuda.synchronize),
            "eager_device_ms": queued_ms(lambda i: step(*txs[i % ROTATE]), record,
                                         torch_spin(), warmup, reps),
            "host_ms": host_ms(lambda i: step(*txs[i % ROTATE]), torch.cuda.synchronize, reps)}
@@ -247,7 +249,8 @@ def _markdown(meta, rows) -> str:
              f"{CASE}. torch {meta['torch']} (cuDNN {meta['cudnn']}, TF32 convolutions "
              f"allowed: its default), CuPy {meta['cupy']}, scitensor {meta['scitensor']} at "
              f"matmul precision '{meta['fp32_precision']}'; median of {meta['reps']} CUDA-event "
-             f"timings of whole steps. First loss: scitensor {meta['first_loss']['scitensor']:.6f}"
+             f"timings of whole steps ({2 * meta['reps']} for the eager steps, in alternating "
+             f"rounds). First loss: scitensor {meta['first_loss']['scitensor']:.6f}"
              f", PyTorch {meta['first_loss']['torch']:.6f}. Host time to enqueue one eager "
              f"step: scitensor {meta['host_ms']['scitensor']:.3f} ms, PyTorch "
              f"{meta['host_ms']['torch']:.3f} ms. Speed = torch ms / scitensor ms; "
@@ -294,6 +297,10 @@ def main(argv=None) -> int:
     tmodel = torch_model()  # initial weights on the host, copied to scitensor's model
     ours = bench_scitensor(tmodel, batches, args.warmup, args.reps)
     theirs = bench_torch(tmodel.cuda(), batches, args.warmup, args.reps, not args.no_graph)
+    # the eager steps are host-bound: timed in alternating rounds (timing.interleaved_event_ms)
+    eager = interleaved_event_ms({"scitensor": ours.pop("eager"), "torch": theirs.pop("eager")},
+                                 args.warmup, 2 * args.reps)
+    ours["eager_ms"], theirs["eager_ms"] = eager["scitensor"], eager["torch"]
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     meta = {"gpu": name, "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),

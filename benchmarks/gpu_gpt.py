@@ -18,7 +18,9 @@ scitensor's (``Linear.weight = Dense.weight.T``), so the step-0 losses on the sa
 agree (printed, and in the JSON's meta).
 
 Rows (median CUDA-event milliseconds of a whole step, events around each step and a sync
-after it, so host time counts; token batches rotate among 4 sets):
+after it, so host time counts; token batches rotate among 4 sets; the two eager steps are
+host-bound and timed in alternating rounds, ``timing.interleaved_event_ms``, because a shared
+machine's host speed drifts by 10-30 % over seconds):
 
 - ``step eager``: scitensor eager vs PyTorch eager (target: speed >= 1.0);
 - ``step jit / CUDA graph``: ``st.jit`` replay vs a PyTorch CUDA graph of the same step
@@ -55,9 +57,9 @@ from scitensor import nn, optim
 from scitensor.nn import functional as F
 
 try:  # run as `python -m benchmarks.X` or as a script
-    from .timing import event_ms
+    from .timing import event_ms, interleaved_event_ms
 except ImportError:
-    from timing import event_ms
+    from timing import event_ms, interleaved_event_ms
 
 FP32_CEILING = 51.3  # TFLOP/s, fp32 GEMM 8192^3 on the H100 (design.md §6)
 ROTATE = 4
@@ -271,8 +273,7 @@ def time_cuda(c: Config, warmup: int, reps: int, tf32: bool) -> dict:
         e.record(cupy.cuda.get_current_stream())
         return e
 
-    res["st_eager"] = event_ms(lambda i: st_step(*sx[i % ROTATE]), st_record,
-                               dev.backend.synchronize, warmup, reps)
+    st_eager = (lambda i: st_step(*sx[i % ROTATE]), st_record, dev.backend.synchronize)
     jstep = st.jit(st_step)
     res["st_jit"] = event_ms(lambda i: jstep(*sx[i % ROTATE]), st_record,
                              dev.backend.synchronize, max(warmup, 3), reps)
@@ -286,8 +287,13 @@ def time_cuda(c: Config, warmup: int, reps: int, tf32: bool) -> dict:
         e.record()
         return e
 
-    res["torch_eager"] = event_ms(lambda i: t_step(*tx[i % ROTATE]), t_record,
-                                  torch.cuda.synchronize, warmup, reps)
+    # both eager steps are host-bound: timed in alternating rounds, so the host's speed
+    # drifting over seconds (10-30 % on a shared machine) does not become a false ratio
+    eager = interleaved_event_ms(
+        {"scitensor": st_eager,
+         "torch": (lambda i: t_step(*tx[i % ROTATE]), t_record, torch.cuda.synchronize)},
+        warmup, reps)
+    res["st_eager"], res["torch_eager"] = eager["scitensor"], eager["torch"]
     try:
         res["torch_graph"] = _torch_graph_ms(c, model, tx, warmup, reps, t_record)
     except Exception as e:  # optional row: report why it is missing

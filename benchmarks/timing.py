@@ -31,14 +31,14 @@ def event_ms(step, record, sync, warmup: int, reps: int) -> float:
 
 def elapsed_ms(start, end) -> float:
     """Milliseconds between two recorded events of either library."""
+    if hasattr(start, "elapsed_time"):  # torch.cuda.Event (and test doubles)
+        return start.elapsed_time(end)
     import cupy
 
-    if isinstance(start, cupy.cuda.Event):
-        return cupy.cuda.get_elapsed_time(start, end)
-    return start.elapsed_time(end)
+    return cupy.cuda.get_elapsed_time(start, end)
 
 
-def queued_ms(step, record, sleep, warmup: int, reps: int) -> float:
+def queued_ms(step, record, sleep, warmup: int, reps: int, per_spin: int = 5) -> float:
     """Median device milliseconds per ``step(i)`` with the host's enqueue cost hidden.
 
     ``event_ms`` times from the host's point of view: a step whose kernels take less time
@@ -53,6 +53,7 @@ def queued_ms(step, record, sleep, warmup: int, reps: int) -> float:
         record: returns a recorded event on the stream the step runs on.
         sleep: ``sleep(ms)`` queues a spin of about ``ms`` milliseconds on that stream.
         warmup, reps: untimed and timed repetitions.
+        per_spin: steps queued behind each spin (see below).
     """
     import time
 
@@ -63,13 +64,57 @@ def queued_ms(step, record, sleep, warmup: int, reps: int) -> float:
     step(0)
     record().synchronize()
     per_step_ms = 1e3 * (time.perf_counter() - t0)
-    sleep(1.0 + 2.0 * per_step_ms * reps)
-    events = [record()]
-    for i in range(reps):
-        step(i)
-        events.append(record())
-    events[-1].synchronize()
-    return statistics.median(elapsed_ms(events[i], events[i + 1]) for i in range(reps))
+    # A few steps per spin: the driver's launch queue holds about a thousand pending
+    # launches; past that the host blocks until the GPU drains, and the steps queued after it
+    # would be timed at the host's pace again (a step of ~80 launches fills it in ~12 steps).
+    times = []
+    for first in range(0, reps, per_spin):
+        n = min(per_spin, reps - first)
+        sleep(1.0 + 2.0 * per_step_ms * n)
+        events = [record()]
+        for i in range(first, first + n):
+            step(i)
+            events.append(record())
+        events[-1].synchronize()
+        times += [elapsed_ms(events[i], events[i + 1]) for i in range(n)]
+    return statistics.median(times)
+
+
+def interleaved_event_ms(contenders: dict, warmup: int, reps: int, rounds: int = 5) -> dict:
+    """:func:`event_ms` for several contenders, measured in alternating rounds.
+
+    Host-bound steps (eager training steps) vary by 10–30 % over seconds on a shared
+    machine (CPU clocks, neighbours): timing one library for a few seconds and then the
+    other turns that drift into a false ratio. Here each round times every contender for
+    ``reps / rounds`` steps, in alternating order, and each contender's median is taken over
+    all its steps.
+
+    Args:
+        contenders: ``{name: (step, record, sync)}`` as for :func:`event_ms`.
+        warmup: untimed steps per contender before the first round.
+        reps: timed steps per contender in all.
+        rounds: how many times to alternate.
+
+    Returns:
+        ``{name: median ms}``.
+    """
+    per_round = max(1, reps // rounds)
+    times: dict = {name: [] for name in contenders}
+    for step, _, sync in contenders.values():
+        for i in range(warmup):
+            step(i)
+        sync()
+    names = list(contenders)
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            step, record, sync = contenders[name]
+            for i in range(per_round):
+                start = record()
+                step(r * per_round + i)
+                end = record()
+                end.synchronize()
+                times[name].append(elapsed_ms(start, end))
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def torch_spin(stream=None):

@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import pathlib
 import sys
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import kernel_inventory
 
 import scitensor as st
 
@@ -96,7 +100,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two shapes (for the sanitizers)")
     ap.add_argument("--all-configs", action="store_true")
     ap.add_argument("--kinds", default="bf16,f16,f32,tf32")
+    ap.add_argument("--record", metavar="FILE",
+                    help="write the names of the kernels launched to FILE (kernel_inventory)")
     args = ap.parse_args()
+    rec = kernel_inventory.start_recording(args.record)
     dev = st.Device("cuda")
     be = dev.backend
     ew = getattr(be, "_ew", None)
@@ -135,6 +142,8 @@ def main() -> int:
             if cfg is not None:
                 ca.set_attention_config(code_of[kind], d, None)
     print("check_attention_gpu:", "all passed" if not failures else f"{failures} FAILED")
+    if rec is not None:
+        print(rec.summary())
     return 1 if failures else 0
 
 

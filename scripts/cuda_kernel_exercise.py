@@ -3,7 +3,8 @@
 Covers ``kernels/elementwise.cu`` (every unary, binary, cast and fill kernel of every dtype),
 ``kernels/random.cu`` (every Philox kernel) and the cuBLASLt path (odd, transposed and
 batched shapes). Results are spot-checked against the CPU backend; the sanitizer checks the
-memory accesses. Exits non-zero on a mismatch.
+memory accesses. Exits non-zero on a mismatch. ``--record FILE`` writes the names of the
+kernels launched (for ``scripts/kernel_inventory.py --coverage``).
 
 Usage:
     compute-sanitizer --tool memcheck --error-exitcode 9 python scripts/cuda_kernel_exercise.py
@@ -11,15 +12,21 @@ Usage:
 
 from __future__ import annotations
 
+import argparse
 import pathlib
 import sys
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "src"))
+HERE = pathlib.Path(__file__).resolve().parent
+for _p in (HERE.parent / "src", HERE):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-import scitensor as st
-from scitensor.backends import PRIMITIVES
+import kernel_inventory  # noqa: E402
+
+import scitensor as st  # noqa: E402
+from scitensor.backends import PRIMITIVES  # noqa: E402
 
 SIZES = (1, 3, 257, 4099)
 DTYPES = (st.float16, st.bfloat16, st.float32, st.float64, st.int32, st.int64, st.bool)
@@ -33,7 +40,12 @@ def _host(rng, n, dtype):
     return (rng.random(n) * 4 + 0.25).astype(dtype.np)
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--record", metavar="FILE",
+                    help="write the names of the kernels launched to FILE (kernel_inventory)")
+    args = ap.parse_args(argv)
+    rec = kernel_inventory.start_recording(args.record)
     gpu, cpu = st.Device("cuda").backend, st.Device("cpu").backend
     rng = np.random.default_rng(0)
     launched, bad = 0, []
@@ -85,6 +97,8 @@ def main() -> int:
             launched += 2
     gpu.synchronize()
     print(f"exercised {launched} kernel launches; mismatches: {bad or 'none'}")
+    if rec is not None:
+        print(rec.summary())
     return 1 if bad else 0
 
 

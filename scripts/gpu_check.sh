@@ -95,24 +95,49 @@ if [ "$MODE" = tests ] || [ "$MODE" = all ]; then
 fi
 if [ "$MODE" = sanitize ] || [ "$MODE" = all ]; then
     if command -v compute-sanitizer >/dev/null; then
-        # every kernel family, on odd shapes, under the four sanitizer tools (issue 11 item 4):
+        # every kernel we ship, on odd shapes, under the four sanitizer tools (issue 11 item 4):
         # elementwise/random/cuBLASLt (cuda_kernel_exercise), attention (check script --quick),
-        # row kernels (norm_kernel_exercise), and the layer kernels through their CUDA tests.
-        # GPU_CHECK_TOOLS picks tools (default all four, in this order).
+        # row kernels (norm_kernel_exercise) and the layer kernels (layer_kernel_exercise, its
+        # sections split over the layers_* steps below). Each step writes the kernels it
+        # launched to kernels/<tool>_<step>.txt; the last step checks that their union is every
+        # extern "C" kernel of kernels/*.cu (scripts/kernel_inventory.py --coverage).
+        # GPU_CHECK_TOOLS picks tools (default all four, in this order); GPU_CHECK_SECTIONS
+        # picks steps by name (default all: elementwise,attention,rows and the layers_* names
+        # of LAYER_STEPS); with a subset the coverage step only reports.
         CS="compute-sanitizer --report-api-errors no --error-exitcode 9"
-        LAYER_TESTS="tests/ops/test_pooling.py tests/ops/test_batchnorm.py tests/ops/test_conv.py
-            tests/ops/test_normalization.py tests/ops/test_losses.py tests/ops/test_dropout.py"
-        for t in tests/ops/test_linear.py tests/cluster/test_kmeans.py tests/optim \
-                tests/backends/test_cuda_conv_igemm.py tests/nn/test_embedding.py; do
-            [ -e "$t" ] && LAYER_TESTS="$LAYER_TESTS $t"
-        done
+        K="$OUT/kernels"
+        mkdir -p "$K"
+        rm -f "$K"/*.txt
+        LX="$PY scripts/layer_kernel_exercise.py"
+        LAYER_STEPS="layers_pool=pool,batchnorm,dropout,loss,embedding
+            layers_conv=conv,depthwise,conv_transpose layers_igemm16=igemm16
+            layers_igemm32=igemm32 layers_linear=linear,kmeans layers_optim=optim,scatter"
+        ALL_SECTIONS=elementwise,attention,rows
+        for ls in $LAYER_STEPS; do ALL_SECTIONS="$ALL_SECTIONS,${ls%%=*}"; done
+        SECTIONS=${GPU_CHECK_SECTIONS:-$ALL_SECTIONS}
+        sec() { case ",$SECTIONS," in *",$1,"*) return 0 ;; esac; return 1; }
+        # compile the layer kernels (NVRTC, disk-cached) and check their values once, outside
+        # the sanitizer, so the sanitizer steps spend their time on the kernels
+        if [[ ",$SECTIONS," == *,layers_* ]]; then
+            step layers_plain 240 $LX
+        fi
         for tool in ${GPU_CHECK_TOOLS:-memcheck racecheck initcheck synccheck}; do
-            step "${tool}_elementwise" 100 $CS --tool $tool $PY scripts/cuda_kernel_exercise.py
-            step "${tool}_attention" 90 $CS --tool $tool $PY scripts/check_attention_gpu.py --quick
-            step "${tool}_rows" 80 $CS --tool $tool $PY scripts/norm_kernel_exercise.py
-            step "${tool}_layers" 150 $CS --tool $tool $PY -m pytest -p no:cacheprovider -q -x \
-                $LAYER_TESTS -k cuda
+            sec elementwise && step "${tool}_elementwise" 100 $CS --tool $tool \
+                $PY scripts/cuda_kernel_exercise.py --record "$K/${tool}_elementwise.txt"
+            sec attention && step "${tool}_attention" 90 $CS --tool $tool \
+                $PY scripts/check_attention_gpu.py --quick --record "$K/${tool}_attention.txt"
+            sec rows && step "${tool}_rows" 80 $CS --tool $tool \
+                $PY scripts/norm_kernel_exercise.py --record "$K/${tool}_rows.txt"
+            for ls in $LAYER_STEPS; do
+                name=${ls%%=*}
+                sec "$name" && step "${tool}_$name" 90 $CS --tool $tool \
+                    $LX --only "${ls#*=}" --record "$K/${tool}_$name.txt"
+            done
         done
+        REPORT_ONLY=""
+        [ "$SECTIONS" = "$ALL_SECTIONS" ] || REPORT_ONLY=--report-only
+        step kernel_coverage 60 $PY scripts/kernel_inventory.py $REPORT_ONLY \
+            --coverage "$K"/*.txt
     fi
 fi
 if [ "$MODE" = bench ] || [ "$MODE" = all ]; then

@@ -221,6 +221,79 @@ def test_tile_overrides(monkeypatch):
         ci.default_tiles(ci.WGRAD2, ci.BF16, 64, 576)
 
 
+# ---- cached plans ----------------------------------------------------------------------------
+class _PlanOnly(ci.IgemmConvPrimitives):
+    """Plans without a device: a 'kernel' is its (code, kind, tiles, name)."""
+
+    def _ig_kernel(self, code, kind, tiles, name, signature):
+        return (code, kind, tiles, name)
+
+    _ig_kernel_smem = _ig_kernel
+
+    def _ig_sm_count(self) -> int:
+        return 132
+
+
+FWD_ARGS = ("fwd", F32, ((8, 64, 16, 16), (64, 64, 3, 3), (16, 16)),
+            ((1, 1), (1, 1), (1, 1), 1))
+
+
+def test_plans_are_cached_per_call_and_settings(monkeypatch):
+    be = _PlanOnly()
+    monkeypatch.delenv("SCITENSOR_CONV_VARIANT", raising=False)
+    monkeypatch.delenv("SCITENSOR_CONV_TILES", raising=False)
+    plan = be._ig_plan(*FWD_ARGS)
+    assert be._ig_plan(*FWD_ARGS) is plan  # decided once
+    assert plan.gemm[0][3] == "st_igemm_fwd2" and plan.nhwc is not None
+    assert plan.gemm[0][0] == ci.TF32X3 and plan.out_shape == (8, 64, 16, 16)
+    # every setting the decisions depend on is part of the key
+    monkeypatch.setenv("SCITENSOR_CONV_VARIANT", "v1")
+    v1 = be._ig_plan(*FWD_ARGS)
+    assert v1.gemm[0][3] == "st_igemm_fwd" and v1.nhwc is None
+    monkeypatch.setenv("SCITENSOR_CONV_VARIANT", "v3")
+    with pytest.raises(ValueError, match="SCITENSOR_CONV_VARIANT"):
+        be._ig_plan(*FWD_ARGS)
+    monkeypatch.delenv("SCITENSOR_CONV_VARIANT")
+    assert be._ig_plan(*FWD_ARGS) is plan
+    ci.set_igemm_variant("v1")
+    assert be._ig_plan(*FWD_ARGS).gemm[0][3] == "st_igemm_fwd"
+    ci.set_igemm_variant(None)
+    tiles = ci.Tiles(64, 128, 16, 2, 2, 1, 3)
+    ci.set_igemm_tiles("fwd2", tiles)
+    assert be._ig_plan(*FWD_ARGS).gemm[0][2] == tiles
+    ci.set_igemm_tiles("fwd2", None)
+    monkeypatch.setenv("SCITENSOR_CONV_TILES", "fwd2=32,128,16,1,2,1,3")
+    assert be._ig_plan(*FWD_ARGS).gemm[0][2] == ci.Tiles(32, 128, 16, 1, 2, 1, 3)
+    monkeypatch.delenv("SCITENSOR_CONV_TILES")
+    st.set_matmul_precision("tf32")
+    assert be._ig_plan(*FWD_ARGS).gemm[0][0] == ci.TF32
+    st.set_matmul_precision("highest")
+    assert be._ig_plan(*FWD_ARGS) == plan  # the same decisions (a new key: setters ran)
+
+
+def test_plan_scratch_regions_hold_every_temporary():
+    be = _PlanOnly()
+    n, c, h, k = 8, 64, 16, 64
+    plan = be._ig_plan(*FWD_ARGS)
+    _, _, taps_off, wp_off, args = plan.prep
+    tiles = plan.gemm[0][2]
+    mpad, kpad, ntaps = args[3], args[5], args[14]
+    assert mpad % tiles.bm == 0 and kpad % tiles.bk == 0
+    regions = sorted([(taps_off, ntaps * 16), (wp_off, mpad * kpad * 4),
+                      (plan.nhwc[2], n * c * h * h * 4)])
+    for (off, size), (nxt, _) in zip(regions, regions[1:] + [(plan.scratch, 0)]):
+        assert off % 256 == 0 and off + size <= nxt
+    wplan = be._ig_plan("wgrad", F32, ((n, c, h, h), (n, k, h, h), (3, 3)),
+                        ((1, 1), (1, 1), (1, 1), 1))
+    assert wplan.out_shape == (k, c, 3, 3) and wplan.reduce is not None
+    splits = wplan.reduce[2][0]
+    regions = sorted([(wplan.prep[2], wplan.prep[3][14] * 16),
+                      (wplan.nhwc_x[2], n * c * h * h * 4), (wplan.nhwc_gy[2], n * k * h * h * 4),
+                      (wplan.main[4], splits * k * c * 9 * 4)])
+    for (off, size), (nxt, _) in zip(regions, regions[1:] + [(wplan.scratch, 0)]):
+        assert off % 256 == 0 and off + size <= nxt
+
+
 def _nvcc(options, tmp_path, cubin=False):
     out = tmp_path / ("k.cubin" if cubin else "k.ptx")
     cmd = [NVCC, "-arch=sm_90", "-cubin" if cubin else "--ptx", "-std=c++17", f"-I{KERNELS}",

@@ -189,3 +189,57 @@ def test_float64_falls_back_to_xp(gpu, cpu):
     x = np.random.default_rng(7).standard_normal((1, 2, 6, 6))
     np.testing.assert_array_equal(gpu.avg_pool2d(x, (2, 2), (2, 2), (0, 0), False, True, None),
                                   cpu.avg_pool2d(x, (2, 2), (2, 2), (0, 0), False, True, None))
+
+
+@pytest.mark.parametrize("rdtype", [np.float32, BF16, np.float16], ids=["f32", "bf16", "f16"])
+def test_batch_norm_update_running_one_launch(gpu, cpu, rdtype):
+    rng = np.random.default_rng(8)
+    c, count, m = 37, 50, 0.3
+    x = _x(rng, (10, c, 5), scale=2.0, offset=1.0)
+    _, mean, var, _ = gpu.batch_norm_train_forward(x, None, None, 1e-5)
+    rm0 = _x(rng, (c,)).astype(rdtype)
+    rv0 = (np.abs(_x(rng, (c,))) + 0.5).astype(rdtype)
+    got = {"rm": rm0.copy(), "rv": rv0.copy(), "n": np.array(4, np.int64)}
+    ref = {"rm": rm0.copy(), "rv": rv0.copy(), "n": np.array(4, np.int64)}
+    kernel = gpu.kernels.get(("batchnorm.cu", 2, "st_bn_update_running"))
+    before = len(kernel.launches) if kernel else 0
+    gpu.batch_norm_update_running_inplace(got["rm"], got["rv"], mean, var, m, count, got["n"])
+    cpu.batch_norm_update_running_inplace(ref["rm"], ref["rv"], mean, var, m, count, ref["n"])
+    assert len(gpu.kernels[("batchnorm.cu", 2, "st_bn_update_running")].launches) == before + 1
+    assert got["n"] == ref["n"] == 5
+    # the CPU primitive's arithmetic (float32, one rounding per operation): equal up to the
+    # GPU's fused multiply-add (one float32 ulp, one ulp of a 16-bit type after rounding)
+    ulp = {np.dtype(np.float32): 2e-7, np.dtype(BF16): 8e-3, np.dtype(np.float16): 1e-3}
+    tol = ulp[np.dtype(rdtype)]
+    for k in ("rm", "rv"):
+        np.testing.assert_allclose(got[k].astype(np.float64), ref[k].astype(np.float64),
+                                   rtol=tol, atol=0)
+    # and the rule itself, in float64
+    m64, v64 = mean.astype(np.float64), var.astype(np.float64) * count / (count - 1)
+    np.testing.assert_allclose(got["rm"].astype(np.float64),
+                               (1 - m) * rm0.astype(np.float64) + m * m64, rtol=2 * tol,
+                               atol=1e-6)
+    np.testing.assert_allclose(got["rv"].astype(np.float64),
+                               (1 - m) * rv0.astype(np.float64) + m * v64, rtol=2 * tol)
+
+
+def test_batch_norm_update_running_partial_and_fallbacks(gpu, cpu):
+    rng = np.random.default_rng(9)
+    c = 6
+    x = _x(rng, (4, c, 3))
+    _, mean, var, _ = gpu.batch_norm_train_forward(x, None, None, 1e-5)
+    # only the variance, no counter; only the counter
+    rv, rv_ref = np.ones(c, np.float32), np.ones(c, np.float32)
+    gpu.batch_norm_update_running_inplace(None, rv, mean, var, 0.1, 12)
+    cpu.batch_norm_update_running_inplace(None, rv_ref, mean, var, 0.1, 12)
+    np.testing.assert_allclose(rv, rv_ref, rtol=2e-7)
+    n = np.array(7, np.int64)
+    gpu.batch_norm_update_running_inplace(None, None, mean, var, 0.1, 12, n)
+    assert n == 8
+    # float64 and strided running arrays take the CPU-style path, still in place
+    rm64 = np.zeros(c)
+    strided = np.zeros(2 * c, np.float32)[::2]
+    gpu.batch_norm_update_running_inplace(rm64, strided, mean, var, 0.5, 12, n)
+    np.testing.assert_allclose(rm64, 0.5 * mean.astype(np.float64), rtol=1e-7)
+    np.testing.assert_allclose(strided, 0.5 * var * (12 / 11), rtol=1e-6)
+    assert n == 9

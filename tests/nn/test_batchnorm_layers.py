@@ -141,3 +141,25 @@ def test_on_device(device):
     y_cpu = ref(st.tensor(x.numpy()))
     np.testing.assert_allclose(y.numpy(), y_cpu.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(bn.running_var.numpy(), ref.running_var.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("dtype", [st.float32, st.bfloat16])
+def test_on_device_over_several_steps(device, dtype, momentum):
+    """Running statistics and the batch counter on the device match the CPU (the counter
+    is bumped by the running-statistics kernel on CUDA; momentum=None reads it instead)."""
+    layers = [BatchNorm2d(3, momentum=momentum, device=d, dtype=dtype)
+              for d in (st.Device("cpu"), device)]
+    for a in batches((4, 3, 4, 4)):
+        for bn in layers:
+            bn(st.tensor(a, dtype=dtype, device=bn.running_mean.device))
+    tol = 1e-5 if dtype == st.float32 else 2e-2
+    cpu, dev = layers
+    assert cpu.num_batches_tracked.item() == dev.num_batches_tracked.item() == 3
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(dev, name).astype(st.float64).numpy(),
+                                   getattr(cpu, name).astype(st.float64).numpy(),
+                                   rtol=tol, atol=tol)
+    dev.eval()
+    dev(st.tensor(batches((4, 3, 4, 4), 1)[0], dtype=dtype, device=device))
+    assert dev.num_batches_tracked.item() == 3

@@ -85,6 +85,40 @@ def test_out_of_range_checked_on_gpu_in_sync_mode(device):
         F.embedding(st.tensor([7], device=device), w)
 
 
+@pytest.mark.parametrize("create_graph", [False, True], ids=["backward", "create_graph"])
+def test_deterministic_mode_backward(device, rng, create_graph):
+    """Deterministic mode: the backward's scatter-add (``add_at``, or ``index_add`` when the
+    graph is kept) either gives the same bits on every run or, where the backend has no
+    reproducible implementation (CUDA's atomics today), raises a RuntimeError naming
+    'embedding' instead of varying silently."""
+    from scitensor import runtime
+
+    n, d = 6, 4
+    ids = rng.integers(0, n, (5, 7))
+    ids[0, :4] = 2  # repeated ids: the accumulation order matters for the bits
+    w0 = rng.standard_normal((n, d)).astype(np.float32)
+    g = rng.standard_normal((5, 7, d)).astype(np.float32)
+
+    def weight_grad():
+        w = st.tensor(w0, device=device, requires_grad=True)
+        F.embedding(st.tensor(ids, device=device), w).backward(
+            st.tensor(g, device=device), create_graph=create_graph)
+        return w.grad.numpy()
+
+    reproducible = runtime.is_reproducible(device.backend,
+                                           "index_add" if create_graph else "add_at")
+    assert reproducible or device.type != "cpu"  # the CPU backend always is
+    with st.deterministic():
+        if not reproducible:
+            with pytest.raises(RuntimeError, match=r"embedding.*deterministic mode"):
+                weight_grad()
+            return
+        first, second = weight_grad(), weight_grad()
+    assert first.tobytes() == second.tobytes()
+    np.testing.assert_allclose(first, _reference_grad(ids, g.astype(np.float64), n),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_errors():
     w = st.randn(5, 2)
     with pytest.raises(TypeError, match="integer tensor"):

@@ -183,3 +183,49 @@ def test_device_matches_cpu(device, dtype, shape):
                         (y, xd.grad, wd.grad, bd.grad, rm, rv, y_eval)])
     for cpu_val, dev_val in zip(*results):
         np.testing.assert_allclose(dev_val, cpu_val, rtol=tol, atol=tol)
+
+
+def test_num_batches_tracked_counts_training_steps_only():
+    x = t64(arr((4, 3, 2), seed=28))
+    rm, rv = t64(np.zeros(3)), t64(np.ones(3))
+    seen = st.zeros((), dtype=st.int64)
+    for _ in range(3):
+        batch_norm(x, rm, rv, training=True, num_batches_tracked=seen)
+    batch_norm(x, rm, rv, training=False, num_batches_tracked=seen)
+    batch_norm(x, None, None, training=True, num_batches_tracked=seen)  # counts alone
+    assert seen.item() == 4
+    m = x.numpy().mean(axis=(0, 2))
+    np.testing.assert_allclose(rm.numpy(), (1 - 0.9 ** 3) * m, rtol=1e-12)
+
+
+@pytest.mark.parametrize("counter,err,match", [
+    (3, TypeError, "Tensor or None"),
+    (st.zeros(()), ValueError, "integer scalar"),
+    (st.zeros(2, dtype=st.int64), ValueError, "integer scalar"),
+])
+def test_num_batches_tracked_errors(counter, err, match):
+    with pytest.raises(err, match=match):
+        batch_norm(st.ones(2, 3), None, None, training=True, num_batches_tracked=counter)
+
+
+@pytest.mark.parametrize("rdtype", [st.float32, st.bfloat16, st.float64])
+@pytest.mark.parametrize("dtype", [st.float32, st.bfloat16])
+def test_device_running_stats_and_counter_over_steps(device, dtype, rdtype):
+    """The running-statistics update (one kernel on CUDA for 16/32-bit running arrays, the
+    CPU-style path for float64 ones) and the counter agree with the CPU over several steps."""
+    c = 5
+    xs = [arr((6, c, 3, 4), seed=30 + i, scale=1.0 + i, offset=i) for i in range(3)]
+    tol = max({st.float32: 1e-4, st.bfloat16: 3e-2}[dtype],
+              {st.float32: 1e-4, st.float64: 1e-4, st.bfloat16: 1e-2}[rdtype])
+    out = []
+    for dev in (st.Device("cpu"), device):
+        rm = st.tensor(arr((c,), seed=29), dtype=rdtype, device=dev)
+        rv = st.ones(c, dtype=rdtype, device=dev)
+        seen = st.zeros((), dtype=st.int64, device=dev)
+        for a in xs:
+            batch_norm(st.tensor(a, dtype=dtype, device=dev), rm, rv, training=True,
+                       momentum=0.25, num_batches_tracked=seen)
+        assert rm.dtype == rdtype and seen.item() == 3
+        out.append([rm.astype(st.float64).numpy(), rv.astype(st.float64).numpy()])
+    for cpu_val, dev_val in zip(*out):
+        np.testing.assert_allclose(dev_val, cpu_val, rtol=tol, atol=tol)

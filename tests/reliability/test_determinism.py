@@ -5,12 +5,14 @@ op by op, running each twice on the same inputs); the primitives that accumulate
 are listed in ``scitensor.runtime.NONDETERMINISTIC_PRIMITIVES`` and docs/determinism.md.
 Deterministic mode (``st.set_deterministic(True)``) makes those reproducible where the backend
 provides a reproducible implementation (``backend.deterministic_primitives``) and raises a
-``RuntimeError`` where it does not; the tests for the reproducible paths skip, naming the
-missing piece, until the backend provides it.
+``RuntimeError`` where it does not. On CUDA the scatter-adds (``add_at``, ``index_add``,
+``scatter_add``: a sorted segmented sum), the k-means update and the cuBLASLt algorithm choice
+are wired; the fused attention backward falls back to its reference composition.
 """
 
 from __future__ import annotations
 
+import ctypes
 import subprocess
 import sys
 import textwrap
@@ -22,6 +24,7 @@ import scitensor as st
 from scitensor import nn, optim, runtime
 from scitensor.data import DataLoader
 from scitensor.nn import functional as F
+from tests.ops.helpers import poisoned
 
 
 def bits(t: st.Tensor) -> bytes:
@@ -267,14 +270,142 @@ ATOMIC_OPS = ["index_add", "scatter_add", "getitem_backward", "embedding_backwar
 def test_atomic_paths_are_reproducible_in_deterministic_mode(device, name):
     primitive, call = _dup_index_ops(device)[name]
     be = device.backend
-    if not runtime.is_reproducible(be, primitive):
-        pytest.skip(f"not wired yet: the {be.name} backend's {primitive!r} accumulates with "
-                    "atomics and has no deterministic implementation (add it to "
-                    "backend.deterministic_primitives when it does; docs/determinism.md)")
+    assert runtime.is_reproducible(be, primitive), \
+        f"the {be.name} backend's {primitive!r} has no reproducible implementation"
     with st.deterministic():
         runs = [call() for _ in range(5)]
     for r in runs[1:]:
         same_bits(r, runs[0], name)
+    fast = call()  # the atomic path: the same sums up to rounding
+    np.testing.assert_allclose(fast.numpy(), runs[0].numpy(), rtol=1e-4, atol=1e-3)
+
+
+def _scatter_add_ops(device, dtype, seed=0):
+    """index_add, scatter_add and an integer-array index backward in ``dtype``: 20,000 addends
+    on 7 rows (runs over many chunks) plus 3,000 on distinct destinations, odd sizes."""
+    rng = np.random.default_rng(seed)
+    n, rows, cols = 20_000, 7, 33
+    idx_np = np.concatenate([rng.integers(-rows, rows, n - 3000), rng.permutation(3000) % rows])
+    src_np = (rng.standard_normal((n, cols)) * 10.0 ** rng.integers(-3, 3, (n, 1)))
+    x_np = rng.standard_normal((rows, cols))
+    sidx_np = rng.integers(0, rows * cols, (n, 1)) % rows
+
+    def t(a, dt=dtype):
+        return st.tensor(np.asarray(a), dtype=dt, device=device)
+
+    idx, src, x, sidx = t(idx_np, st.int64), t(src_np), t(x_np), t(sidx_np, st.int64)
+    ops = {
+        "index_add": lambda: st.index_add(x, 0, idx, src),
+        "scatter_add": lambda: st.scatter_add(x, 0, sidx.broadcast_to(n, cols) * 1, src),
+        "getitem_backward": lambda: st.grad(lambda w: (w[idx] * src).sum())(x),
+    }
+    refs = {}
+    xs, s = x.numpy().astype(np.float64), src.numpy().astype(np.float64)
+    ref = xs.copy()
+    np.add.at(ref, idx_np, s)
+    refs["index_add"] = ref
+    ref = xs.copy()
+    np.add.at(ref, (np.broadcast_to(sidx_np, (n, cols)), np.arange(cols)), s)
+    refs["scatter_add"] = ref
+    ref = np.zeros_like(xs)
+    np.add.at(ref, idx_np, s)
+    refs["getitem_backward"] = ref
+    return ops, refs
+
+
+@pytest.mark.parametrize("dtype", [st.float32, st.float64, st.bfloat16, st.float16],
+                         ids=lambda d: d.name)
+def test_deterministic_scatter_adds_repeat_and_match_float64(device, dtype):
+    """Every floating dtype: the same bits on every run in deterministic mode, and the sums
+    of a float64 ``np.add.at`` up to the dtype's rounding (outputs poisoned first). On CUDA
+    16-bit sums accumulate in float32; the CPU's ``np.add.at`` rounds to the 16-bit dtype
+    after every add, so there only float32/float64 are compared with the reference."""
+    ops, refs = _scatter_add_ops(device, dtype)
+    tol = {st.float32: 1e-4, st.float64: 1e-10, st.bfloat16: 3e-2, st.float16: 5e-3}[dtype]
+    for name, call in ops.items():
+        with st.deterministic(), poisoned(device):
+            runs = [call() for _ in range(3)]
+        for r in runs[1:]:
+            same_bits(r, runs[0], f"{name} {dtype.name}")
+        if device.type == "cpu" and dtype.itemsize == 2:
+            continue
+        scale = np.abs(refs[name]).max() + 1
+        np.testing.assert_allclose(runs[0].numpy().astype(np.float64), refs[name],
+                                   rtol=0, atol=tol * scale, err_msg=name)
+
+
+def test_deterministic_scatter_adds_capture_in_jit(device):
+    """The reproducible path never waits for the GPU: st.jit captures it, and replays give
+    the eager bits."""
+    if device.type != "cuda":
+        pytest.skip("jit replays CUDA graphs; on the CPU it is the eager case")
+    rng = np.random.default_rng(2)
+    x = st.tensor(rng.standard_normal((7, 33)).astype(np.float32), device=device)
+    idx = st.tensor(rng.integers(-7, 7, 20_000), device=device)
+    src = st.tensor(rng.standard_normal((20_000, 33)).astype(np.float32), device=device)
+    ids = st.tensor(rng.integers(0, 11, (64, 50)), device=device)
+    w = st.tensor(rng.standard_normal((11, 24)).astype(np.float32), device=device)
+
+    def index_add(x, idx, src):
+        return st.index_add(x, 0, idx, src)
+
+    def scatter_add(x, idx, src):
+        return st.scatter_add(x, 0, (idx % 7).reshape(-1, 1).broadcast_to(20_000, 33) * 1, src)
+
+    def getitem_backward(x, idx, src):
+        return st.grad(lambda t: (t[idx] * src).sum())(x)
+
+    def embedding_backward(w, ids):
+        return st.grad(lambda t: (F.embedding(ids, t) ** 2).sum())(w)
+
+    cases = [(index_add, (x, idx, src)), (scatter_add, (x, idx, src)),
+             (getitem_backward, (x, idx, src)), (embedding_backward, (w, ids))]
+    with st.deterministic():
+        for fn, args in cases:
+            eager = fn(*args)
+            step = st.jit(fn)
+            for _ in range(3):
+                same_bits(step(*args), eager, f"{fn.__name__} (jit replay)")
+
+
+def test_global_deterministic_mode_selects_reproducible_kmeans(device, monkeypatch):
+    """st.set_deterministic(True) makes k-means reproducible even where the caller passes
+    deterministic=False, and the xp fallback (a centroid row too wide for the fused kernel's
+    shared memory) never uses an atomic add.at then."""
+    seen, flags = [], []
+    be = device.backend
+    real_update = be.kmeans_update
+
+    def spy(x, labels, k, old, deterministic=False):
+        seen.append(bool(deterministic))
+        return real_update(x, labels, k, old, deterministic)
+
+    monkeypatch.setattr(be, "kmeans_update", spy)
+    if hasattr(be, "_km_add_at"):
+        real_add = be._km_add_at
+
+        def add_spy(a, index, values, deterministic):
+            flags.append(bool(deterministic))
+            return real_add(a, index, values, deterministic)
+
+        monkeypatch.setattr(be, "_km_add_at", add_spy)
+    rng = np.random.default_rng(5)
+    x = st.tensor((rng.standard_normal((3000, 1400)) * 100).astype(np.float32), device=device)
+    labels = st.tensor(rng.integers(0, 9, 3000), device=device)
+    old = st.zeros(9, 1400, device=device)
+    with st.deterministic():
+        runs = [st.cluster.update(x, labels, 9, old, deterministic=False) for _ in range(3)]
+        res = [st.cluster.kmeans(x[:500, :40], 6, iters=3, seed=0, deterministic=False)
+               for _ in range(2)]
+    assert seen and all(seen), f"deterministic mode passed deterministic={seen}"
+    if device.type == "cuda":
+        assert flags and all(flags), f"the fallback scatter-add got deterministic={flags}"
+    for r in runs[1:]:
+        same_bits(r, runs[0], "kmeans update (wide rows)")
+    same_bits(res[1].centroids, res[0].centroids, "kmeans centroids")
+    cpu = st.cluster.update(st.tensor(x.numpy()), st.tensor(labels.numpy()), 9,
+                            st.zeros(9, 1400))
+    np.testing.assert_allclose(runs[0].numpy(), cpu.numpy(), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", ["index_add", "scatter_add", "getitem_backward",
@@ -325,22 +456,100 @@ def test_deterministic_mode_changes_no_result_on_the_cpu():
 
 def test_matmul_algorithm_is_the_same_in_every_process():
     """cuBLASLt results are reproducible for one algorithm; scitensor autotunes by timing,
-    which can pick another algorithm in another process. Deterministic mode must pin it."""
+    which can pick another algorithm in another process. Deterministic mode pins it (the
+    heuristic's first candidate, without in-place split-K): plain GEMMs of several shapes
+    (one deep enough for split-K), bfloat16, a batch and the linear layer's epilogue GEMMs
+    give the same bits in three processes."""
     if not st.cuda_status()[0]:
         pytest.skip(f"needs CUDA: {st.cuda_status()[1]}")
     be = st.Device("cuda").backend
-    if "matmul" not in getattr(be, "deterministic_primitives", ()):
-        pytest.skip("not wired yet: cuBLASLt autotuning picks the algorithm by timing, which "
-                    "can differ between processes; deterministic mode should use the "
-                    "heuristic's first algorithm (docs/determinism.md)")
+    assert "matmul" in be.deterministic_primitives
     script = textwrap.dedent("""
         import hashlib, numpy as np, scitensor as st
+        from scitensor.nn import functional as F
         st.set_deterministic(True)
         r = np.random.default_rng(0)
-        a = st.tensor(r.standard_normal((1024, 1536)).astype(np.float32), device="cuda")
-        b = st.tensor(r.standard_normal((1536, 768)).astype(np.float32), device="cuda")
-        print(hashlib.sha256((a @ b).numpy().tobytes()).hexdigest())
+        h = hashlib.sha256()
+
+        def t(*shape, dtype=st.float32, grad=False):
+            return st.tensor(r.standard_normal(shape).astype(np.float32), dtype=dtype,
+                             device="cuda", requires_grad=grad)
+
+        for (m, k, n) in [(1024, 1536, 768), (64, 16384, 64), (33, 4097, 129)]:
+            h.update((t(m, k) @ t(k, n)).numpy().tobytes())
+        h.update((t(256, 2048, dtype=st.bfloat16) @ t(2048, 512, dtype=st.bfloat16))
+                 .numpy().tobytes())
+        h.update((t(8, 128, 512) @ t(8, 512, 96)).numpy().tobytes())
+        x, w, b = t(512, 1024, grad=True), t(1024, 768, grad=True), t(768, grad=True)
+        y = st.linear(x, w, b, activation="relu")
+        y.backward(t(512, 768))
+        for v in (y, x.grad, w.grad, b.grad):
+            h.update(v.numpy().tobytes())
+        print(h.hexdigest())
     """)
     outs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                            timeout=300, check=True).stdout.strip() for _ in range(3)}
     assert len(outs) == 1, f"matmul bits differ between processes: {outs}"
+
+
+def test_matmul_plans_in_deterministic_mode_keep_the_first_candidate(monkeypatch):
+    """cuBLASLt planning against a recording stand-in for the bindings (no GPU needed): a
+    deterministic plan masks the in-place split-K reduction out, keeps the heuristic's first
+    candidate and is never timed; the autotuned plan of the same geometry is separate."""
+    pytest.importorskip("nvmath.bindings.cublasLt")
+    from nvmath.bindings import cublasLt as real
+
+    from scitensor.backends.cuda import cublaslt as cl
+
+    prefs = []
+
+    class FakeLt:
+        MatmulDescAttribute = real.MatmulDescAttribute
+        MatrixLayoutAttribute = real.MatrixLayoutAttribute
+        MatmulPreferenceAttribute = real.MatmulPreferenceAttribute
+        Epilogue = real.Epilogue
+        matmul_heuristic_result_dtype = real.matmul_heuristic_result_dtype
+        get_matmul_desc_attribute_dtype = staticmethod(real.get_matmul_desc_attribute_dtype)
+        get_matrix_layout_attribute_dtype = staticmethod(
+            real.get_matrix_layout_attribute_dtype)
+        get_matmul_preference_attribute_dtype = staticmethod(
+            real.get_matmul_preference_attribute_dtype)
+
+        def __getattr__(self, name):  # create/destroy/set calls: accepted, not recorded
+            return lambda *args: 1
+
+        def matmul_preference_create(self):
+            prefs.append({})
+            return len(prefs)
+
+        def matmul_preference_set_attribute(self, pref, attr, ptr, size):
+            dtype = real.get_matmul_preference_attribute_dtype(attr)
+            prefs[pref - 1][int(attr)] = int(np.frombuffer(ctypes.string_at(ptr, size),
+                                                           dtype)[0])
+
+        def matmul_algo_get_heuristic(self, handle, desc, la, lb, lc, ld, pref, want, out, cnt):
+            res = np.zeros(want, dtype=real.matmul_heuristic_result_dtype)
+            res["workspace_size"] = np.arange(want) + 100  # tells the candidates apart
+            ctypes.memmove(out, res.ctypes.data, res.nbytes)
+            ctypes.memmove(cnt, np.array([5], np.int32).ctypes.data, 4)
+
+    lt = cl.CublasLt.__new__(cl.CublasLt)
+    lt.lt, lt.plans, lt.handle = FakeLt(), {}, 1
+    lt._alpha_beta = {np.float32: (0, 0), np.float64: (0, 0)}
+    geo = (np.dtype(np.float32), False, 4096, 4096, 4096, 1, ("row", 4096, 4096, 4096, 0),
+           ("row", 4096, 4096, 4096, 0), 256, 256, 256)
+    fast, det = lt._plan(geo + (False,)), lt._plan(geo + (True,))
+    mask = int(real.MatmulPreferenceAttribute.REDUCTION_SCHEME_MASK)
+    assert mask not in prefs[0] and prefs[1][mask] == cl.DETERMINISTIC_REDUCTIONS
+    allowed = int(real.ReductionScheme.MASK) & ~int(real.ReductionScheme.INPLACE)
+    assert allowed == cl.DETERMINISTIC_REDUCTIONS
+    assert det.tuned and not fast.tuned and len(lt.plans) == 2
+    assert det.ws_size == 100 and len(det.candidates) == 5
+
+    def no_timing(*args):
+        raise AssertionError("a deterministic plan was timed")
+
+    monkeypatch.setattr(cl.cupy.cuda, "get_current_stream", no_timing)
+    det.choose(3)
+    lt._autotune(det, no_timing)  # a deterministic plan is never timed: back to candidate 0
+    assert det.ws_size == 100

@@ -1,12 +1,13 @@
 """GPU faults: out-of-memory, errors reported at the op that caused them, jit after a failure.
 
 What can be provoked safely is tested in this process: out-of-memory (huge allocations), a
-queued-operation failure (a simulated stream error, injected at the synchronization point),
-and failures while ``st.jit`` captures. A real device fault (a kernel that traps) poisons the
-CUDA context of its process, so that test runs in a subprocess and only when asked for with
-``SCITENSOR_TEST_DEVICE_FAULTS=1``.
+queued-operation failure (a simulated stream error, injected at the synchronization point or
+in a device-to-host copy), and failures while ``st.jit`` captures. A real device fault (a
+kernel that traps) poisons the CUDA context of its process, so that test runs in a subprocess
+and only when asked for with ``SCITENSOR_TEST_DEVICE_FAULTS=1``.
 
-Everything except ``test_ops_carry_their_own_names`` needs a usable CUDA device.
+Everything except ``test_ops_carry_their_own_names`` and
+``test_report_names_the_last_op_enqueued`` needs a usable CUDA device.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import scitensor as st
+from scitensor.nn import functional as F
 
 needs_cuda = pytest.mark.skipif(not st.cuda_status()[0],
                                 reason=f"CUDA not usable: {st.cuda_status()[1]}")
@@ -173,7 +175,129 @@ def test_async_mode_reports_the_error_at_the_next_synchronization(failing_stream
         st.gpu.synchronize(cuda)
     msg = str(info.value)
     assert "cuda:0" in msg and "set_sync_mode(True)" in msg, msg
+    assert "the last op enqueued on cuda:0 before it was 'mul'" in msg, msg
     assert y.numpy().shape == (3,)
+
+
+# ops that queue kernels (a view such as flip queues none: the op before it is the nearest)
+ASYNC_OPS = [o for o in OPS if o[0] not in ("flip", "concatenate")] + [
+    ("conv2d", lambda x: F.conv2d(x.reshape(1, 1, 3, 3), x.reshape(1, 1, 3, 3))),
+    ("embedding", lambda x: F.embedding(st.tensor([2, 0], device=x.device), x)),
+]
+
+
+@pytest.mark.parametrize("name, op", ASYNC_OPS, ids=[o[0] for o in ASYNC_OPS])
+def test_async_mode_names_the_last_op_enqueued(failing_stream, cuda, name, op):
+    """Asynchronous mode: the error surfaces at a later wait and names the nearest op, the last
+    one enqueued on the device (each op records itself; ops finished by helpers too)."""
+    from scitensor.backends.cuda.errors import CudaError
+
+    x = st.ones(3, 3, device=cuda)
+    st.exp(x)  # an earlier op: the report must name the last one
+    op(x)
+    failing_stream.armed = True
+    with pytest.raises(CudaError) as info:
+        st.gpu.synchronize(cuda)
+    msg = str(info.value)
+    assert f"before it was {name!r}" in msg and "set_sync_mode(True)" in msg, msg
+    assert (x + 1).sum().item() == 18.0
+
+
+class _FailingCopy:
+    """Stands in for a device array whose device-to-host copy meets a CUDA error (the copy
+    waits for the queued work, so a failed kernel's error can surface there)."""
+
+    def __init__(self, real, status=700):  # 700: cudaErrorIllegalAddress
+        self.real = real
+        self.status = status
+
+    def get(self, *args, **kwargs):
+        import cupy
+
+        raise cupy.cuda.runtime.CUDARuntimeError(self.status)
+
+    def view(self, *args, **kwargs):  # the bfloat16 path copies a uint16 view
+        return _FailingCopy(self.real.view(*args, **kwargs), self.status)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize("dtype", [st.float32, st.bfloat16], ids=lambda d: d.name)
+def test_a_failed_copy_to_the_host_is_reported_as_synchronize_reports_it(failing_stream, cuda,
+                                                                        dtype):
+    """numpy(), item() and tolist() copy through the backend's to_numpy: a CUDA runtime error
+    there is a CudaError with synchronize's message, not CuPy's bare CUDARuntimeError."""
+    import cupy
+
+    from scitensor.backends.cuda.errors import CudaError
+
+    x = st.ones(1, dtype=dtype, device=cuda)
+    st.exp(x)
+    failing_stream.armed = True
+    with pytest.raises(CudaError) as sync_info:
+        cuda.backend.synchronize()
+    for read in (lambda t: t.numpy(), lambda t: t.item(), lambda t: t.tolist()):
+        t = st.exp(x)  # the same last op as above
+        t.data = _FailingCopy(t.data)
+        with pytest.raises(CudaError) as info:
+            read(t)
+        assert str(info.value) == str(sync_info.value)
+        assert isinstance(info.value.__cause__, cupy.cuda.runtime.CUDARuntimeError)
+    assert st.exp(x).tolist() == pytest.approx([np.e], rel=1e-2)  # reads work again
+
+
+def test_out_of_memory_in_a_copy_to_the_host_stays_an_oom_error(cuda):
+    from scitensor.backends.cuda.errors import CudaError, CudaOutOfMemoryError
+
+    t = st.ones(2, device=cuda)
+    t.data = _FailingCopy(t.data, status=2)  # cudaErrorMemoryAllocation
+    with pytest.raises(CudaOutOfMemoryError) as info:
+        t.numpy()
+    assert not isinstance(info.value, CudaError) and "to_numpy" in str(info.value)
+
+
+def test_report_names_the_last_op_enqueued(monkeypatch):
+    """The recording itself, without a GPU: sync_if_requested notes the dispatching function
+    of each op on a GPU device (the op behind a '_helper' that finishes it), per device, and
+    the asynchronous report names it."""
+    from scitensor.backends.cuda.errors import CudaError, queued_failure
+    from scitensor.ops import _core
+
+    class FakeGpu:
+        type = "cuda"
+
+        def __init__(self, index):
+            self.index = index
+
+        def __str__(self):
+            return f"cuda:{self.index}"
+
+    monkeypatch.setattr(_core, "LAST_OP", {})
+    gpu0, gpu1 = FakeGpu(0), FakeGpu(1)
+
+    def softplus(d):
+        _core.sync_if_requested(d)
+
+    def _finish(d):
+        _core.sync_if_requested(d)
+
+    def cumsum(d):
+        _finish(d)
+
+    failure = RuntimeError("an illegal memory access was encountered")
+    e = queued_failure(gpu0, failure)
+    assert isinstance(e, CudaError) and "no scitensor op had been enqueued on cuda:0" in str(e)
+    softplus(gpu0)
+    cumsum(gpu1)
+    st.exp(st.ones(2))  # a CPU op records nothing
+    assert set(_core.LAST_OP) == {0, 1}
+    for gpu, name in ((gpu0, "softplus"), (gpu1, "cumsum")):
+        msg = str(queued_failure(gpu, failure))
+        assert f"the last op enqueued on {gpu} before it was {name!r}" in msg, msg
+        assert "illegal memory access" in msg and "set_sync_mode(True)" in msg, msg
+    cumsum(gpu0)
+    assert "before it was 'cumsum'" in str(queued_failure(gpu0, failure))
 
 
 def test_ops_carry_their_own_names():
@@ -190,7 +314,8 @@ def test_ops_carry_their_own_names():
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_real_kernel_fault_is_reported(cuda, mode):
     """A kernel that traps inside st.exp, in a subprocess: sync mode names 'exp'; async mode
-    raises at the next synchronization and says how to find the op."""
+    raises at the next synchronization, names 'exp' as the last op enqueued and says how to
+    find the op exactly."""
     script = textwrap.dedent(f"""
         import cupy, scitensor as st
         from scitensor.backends.cuda.errors import CudaError
@@ -224,6 +349,7 @@ def test_real_kernel_fault_is_reported(cuda, mode):
     if mode == "sync":
         assert "after op 'exp'" in out, out
     else:
+        assert "the last op enqueued on cuda:0 before it was 'exp'" in out, out
         assert "set_sync_mode(True)" in out, out
 
 

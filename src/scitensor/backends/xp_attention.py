@@ -3,7 +3,7 @@
 Two primitives serve ``scitensor.ops.attention.scaled_dot_product_attention``:
 
 - ``attention_forward(q, k, v, causal, scale) -> (out, lse)``
-- ``attention_backward(g, q, k, v, out, lse, causal, scale) -> (dq, dk, dv)``
+- ``attention_backward(g, q, k, v, out, lse, causal, scale, grads_out=None) -> (dq, dk, dv)``
 
 Shapes: ``q`` is ``(B, H, Sq, D)``, ``k`` and ``v`` are ``(B, Hkv, Sk, D)`` with
 ``H % Hkv == 0`` (grouped-query attention: query head ``h`` reads key/value head
@@ -121,13 +121,16 @@ class AttentionPrimitives:
                                              cdt.type(np.inf))[..., 0]
         return self._attn_cast(out, q.dtype), lse
 
-    def attention_backward(self, g, q, k, v, out, lse, causal, scale):
+    def attention_backward(self, g, q, k, v, out, lse, causal, scale, grads_out=None):
         """Gradients of :meth:`attention_forward` for the output cotangent ``g``.
 
         Args:
             g: ``(B, H, Sq, D)`` cotangent of ``out``.
             q, k, v, causal, scale: as given to :meth:`attention_forward`.
             out, lse: what :meth:`attention_forward` returned.
+            grads_out: optional ``(dq, dk, dv)`` C-contiguous arrays (shapes and dtypes of
+                ``q``, ``k``, ``v``) to write the gradients into, e.g. three slices of one
+                buffer; they are also returned.
 
         Returns:
             ``(dq, dk, dv)`` in the dtypes and shapes of ``q``, ``k`` and ``v`` (``dk``/``dv``
@@ -169,8 +172,13 @@ class AttentionPrimitives:
                 dq5[:, :, :, i0:i1] = self.matmul(ds, k5) * sc
                 dk += (self.matmul(ds.swapaxes(-1, -2), q5[:, :, :, i0:i1]) * sc).sum(axis=2)
                 dv += self.matmul(p.swapaxes(-1, -2), gc).sum(axis=2)
-        return (self._attn_cast(dq, q.dtype), self._attn_cast(dk, k.dtype),
-                self._attn_cast(dv, v.dtype))
+        grads = (self._attn_cast(dq, q.dtype), self._attn_cast(dk, k.dtype),
+                 self._attn_cast(dv, v.dtype))
+        if grads_out is None:
+            return grads
+        for dst, src in zip(grads_out, grads):
+            dst[...] = src
+        return tuple(grads_out)
 
 
 def default_scale(head_dim: int) -> float:

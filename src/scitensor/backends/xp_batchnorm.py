@@ -130,21 +130,30 @@ class BatchNormPrimitives:
         return self._cast(dx.reshape(g.shape), g.dtype), dot * invstd, dbias
 
     def batch_norm_update_running_inplace(self, running_mean, running_var, mean, var,
-                                          momentum, count):
+                                          momentum, count, num_batches=None):
         """``running = (1 - momentum) * running + momentum * batch`` in place, with the
-        unbiased variance ``var * count / (count - 1)`` (PyTorch's rule). Either running
-        array may be None."""
+        unbiased variance ``var * count / (count - 1)`` (PyTorch's rule), computed in float32
+        (float64 for float64 arrays). Either running array may be None; ``num_batches`` (an
+        integer scalar array, or None) is incremented by one. Nothing is written unless every
+        new value was computed."""
         m = float(momentum)
+        new_mean = new_var = None
         if running_mean is not None:
             cdt = _cdt(running_mean.dtype)
             new = (self._cast(running_mean, cdt) * cdt.type(1 - m)
                    + self._cast(mean, cdt) * cdt.type(m))
-            running_mean[...] = self._cast(new, running_mean.dtype)
+            new_mean = self._cast(new, running_mean.dtype)
         if running_var is not None:
             cdt = _cdt(running_var.dtype)
             unbiased = self._cast(var, cdt) * cdt.type(count / (count - 1))
             new = self._cast(running_var, cdt) * cdt.type(1 - m) + unbiased * cdt.type(m)
-            running_var[...] = self._cast(new, running_var.dtype)
+            new_var = self._cast(new, running_var.dtype)
+        if new_mean is not None:
+            running_mean[...] = new_mean
+        if new_var is not None:
+            running_var[...] = new_var
+        if num_batches is not None:
+            self.xp.add(num_batches, num_batches.dtype.type(1), out=num_batches)
 
     def channel_affine(self, x, scale, shift):
         """``x * scale[c] + shift[c]`` along axis 1 (evaluation-mode batch norm)."""

@@ -11,8 +11,10 @@ compare the two) and the CPU implementation of :mod:`scitensor.cluster`:
   ``sum((x - c_label)^2)``: never negative, no cancellation.
 - :meth:`~ClusterPrimitives.kmeans_update`: per-cluster means; an empty cluster keeps its
   old centroid; labels outside ``[0, k)`` are ignored. NumPy sums with ``bincount`` in float64
-  (exact enough to be the test reference); other array modules with ``add.at`` in the compute
-  dtype.
+  (exact enough to be the test reference); other array modules scatter-add in the compute
+  dtype through :meth:`~ClusterPrimitives._km_add_at` (``add.at``, whose atomic float sums
+  vary from run to run on a GPU; with ``deterministic=True`` the CUDA backend overrides it
+  with its reproducible segmented sum).
 
 Precision: float16/bfloat16/float32 inputs compute in float32, float64 in float64; centroids
 and distances come back in that compute dtype, labels as int64.
@@ -92,7 +94,8 @@ class ClusterPrimitives:
                 ignored.
             k: number of clusters.
             old_centroids: ``(k, D)`` floating array: kept for clusters without points.
-            deterministic: accepted for the CUDA backend's sake; this path always is.
+            deterministic: bitwise reproducible sums. NumPy's path always is; other array
+                modules pass it to :meth:`_km_add_at`.
 
         Returns:
             ``(k, D)`` centroids in the compute dtype.
@@ -115,7 +118,14 @@ class ClusterPrimitives:
             w = valid.astype(cdt)
             sums = xp.zeros((k, d), dtype=cdt)
             counts = xp.zeros(k, dtype=cdt)
-            xp.add.at(sums, lab, x.astype(cdt) * w[:, None])
-            xp.add.at(counts, lab, w)
+            self._km_add_at(sums, lab, x.astype(cdt) * w[:, None], deterministic)
+            self._km_add_at(counts, lab, w, deterministic)
         means = sums / xp.maximum(counts, 1)[:, None]
         return xp.where(counts[:, None] > 0, means, old).astype(cdt, copy=False)
+
+    def _km_add_at(self, a, index, values, deterministic: bool) -> None:
+        """``a[index] += values`` (rows, repeated indices accumulating) for
+        :meth:`kmeans_update` on a non-NumPy array module. ``xp.add.at``; a backend whose
+        ``add.at`` is not reproducible overrides this for ``deterministic=True`` (the CUDA
+        backend does)."""
+        self.xp.add.at(a, index, values)

@@ -91,11 +91,12 @@ def _count(op: str, name: str, v, minimum: int) -> int:
 
 
 def _deterministic(flag) -> bool:
-    """``flag``, or the global mode (``st.set_deterministic``) when it is None."""
-    if flag is not None:
-        return bool(flag)
+    """True when the global mode (``st.set_deterministic``) is on, whatever ``flag`` says
+    (deterministic mode promises reproducible results); otherwise ``flag``, False for None."""
     mode = getattr(runtime, "is_deterministic", None)
-    return bool(mode()) if mode is not None else False
+    if mode is not None and mode():
+        return True
+    return bool(flag)
 
 
 def _labels(op: str, labels, x: Tensor, k: int) -> Tensor:
@@ -154,8 +155,9 @@ def update(x: Tensor, labels: Tensor, k: int, old_centroids: Tensor, *,
     depend on the order threads arrive in and may differ in the last bits from run to run;
     ``deterministic=True`` uses one accumulator per warp merged in a fixed order instead
     (bitwise reproducible on any GPU, somewhat slower, more so when ``k * D`` is large).
-    ``None`` follows the global mode (``st.set_deterministic``; off by default). The CPU is
-    always deterministic.
+    The global deterministic mode (``st.set_deterministic(True)``; off by default) always
+    selects the reproducible sums, whatever ``deterministic`` says. The CPU is always
+    deterministic.
 
     Args:
         x: ``(N, D)`` floating tensor of points.
@@ -163,8 +165,8 @@ def update(x: Tensor, labels: Tensor, k: int, old_centroids: Tensor, *,
             values outside are ignored, since checking would make the host wait).
         k: number of clusters.
         old_centroids: ``(k, D)`` floating tensor: the centroids kept for empty clusters.
-        deterministic: bitwise reproducible sums on the GPU (see above); None: the global
-            mode.
+        deterministic: bitwise reproducible sums on the GPU (see above); None or False:
+            only when the global mode is on.
 
     Returns:
         ``(k, D)`` centroids in ``x``'s dtype.
@@ -255,7 +257,7 @@ def kmeans(x: Tensor, k: int, iters: int = 20, seed: int = 0, init="random",
             or a ``(k, D)`` tensor of starting centroids.
         tol: stop once no centroid moves farther than ``tol`` (Euclidean) in a round.
         deterministic: bitwise reproducible centroid sums on the GPU (see :func:`update`);
-            None: the global mode (``st.set_deterministic``).
+            None or False: only when the global mode (``st.set_deterministic``) is on.
 
     Returns:
         A :class:`KMeansResult` ``(centroids, labels, inertia, iters_run)`` on ``x``'s device.

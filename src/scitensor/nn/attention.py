@@ -23,6 +23,7 @@ from ..ops._core import sync_if_requested
 from ..ops.attention import _check as _check_qkv
 from ..ops.attention import attention_reference
 from ..ops.dropout import dropout as dropout_op
+from ..runtime import DETERMINISTIC, is_reproducible
 from ..tensor import Tensor, make_result, wrap
 from .layers import Dense
 from .module import Module
@@ -52,13 +53,20 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
     """
     dev = sources[0].device
     be = sources[0].backend
+    packed = _packed_heads(sources, roles)
 
     def gather(role):
         i, h0, h1 = role
         view = be.getitem(sources[i].data, (_ALL, _ALL, slice(h0, h1)))
         return be.ascontiguous(be.transpose(view, (0, 2, 1, 3)))
 
-    q, k, v = (gather(r) for r in roles)
+    if packed:  # one transposing copy (B, S, 3, H, D) -> (3, B, H, S, D) for all three
+        b, s, n3, d = sources[0].shape
+        qkv = be.ascontiguous(be.transpose(be.reshape(sources[0].data, (b, s, 3, n3 // 3, d)),
+                                           (2, 0, 3, 1, 4)))
+        q, k, v = qkv[0], qkv[1], qkv[2]
+    else:
+        q, k, v = (gather(r) for r in roles)
     _check_qkv(wrap(q, dev), wrap(k, dev), wrap(v, dev), scale)  # shapes, dtypes, heads
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
@@ -69,7 +77,10 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
         return wrap(y, dev)
 
     def pullback(g, out):
-        if GRAD_ENABLED[0]:  # create_graph: differentiate the composition instead
+        # create_graph, or deterministic mode on a backend whose fused backward accumulates
+        # with atomics: differentiate the composition instead (as ops.attention does)
+        if GRAD_ENABLED[0] or (DETERMINISTIC[0]
+                               and not is_reproducible(be, "attention_backward")):
             from ..autodiff.functional import vjp
 
             def composed(*srcs):
@@ -78,6 +89,13 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
 
             return vjp(composed, *sources)[1](g)
         gt = be.ascontiguous(be.transpose(g.data, (0, 2, 1, 3)))
+        if packed:  # the kernels write into one (3, B, H, S, D) buffer; one copy back
+            buf = be.empty((3,) + q.shape, sources[0].dtype)
+            be.attention_backward(gt, q, k, v, o, lse, causal, scale,
+                                  grads_out=(buf[0], buf[1], buf[2]))
+            b, s, n3, d = sources[0].shape
+            ct = be.reshape(be.ascontiguous(be.transpose(buf, (1, 3, 0, 2, 4))), (b, s, n3, d))
+            return (wrap(ct, dev) if sources[0].requires_grad else None,)
         grads = be.attention_backward(gt, q, k, v, o, lse, causal, scale)
         cts = []
         for i, src in enumerate(sources):
@@ -93,6 +111,16 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
         return tuple(cts)
 
     return make_result(y, dev, tuple(sources), pullback)
+
+
+def _packed_heads(sources, roles) -> bool:
+    """Whether the query, key and value heads are the three equal thirds of one source (the
+    fused ``qkv`` projection without grouped-query heads), in that order."""
+    if len(sources) != 1:
+        return False
+    n3 = sources[0].shape[2]
+    h = n3 // 3
+    return n3 % 3 == 0 and tuple(roles) == ((0, 0, h), (0, h, 2 * h), (0, 2 * h, n3))
 
 
 def _attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,

@@ -47,6 +47,7 @@ def _check_input(op, x, in_channels):
 
 
 def _uniform_params(layer, w_shape, fan_in, n_bias, bias, device, dtype):
+    dtype = init._floating_dtype(dtype, type(layer).__name__)
     bound = 1.0 / math.sqrt(fan_in)
     layer.weight = Parameter(init.uniform(w_shape, -bound, bound, device=device, dtype=dtype))
     layer.bias = (Parameter(init.uniform((n_bias,), -bound, bound, device=device, dtype=dtype))

@@ -6,6 +6,7 @@ Everything here is a composition of scitensor ops, so gradients flow through it.
 from __future__ import annotations
 
 from .. import ops
+from ..ops._core import checks_values, host_min_max
 from ..ops.attention import scaled_dot_product_attention
 from ..ops.batchnorm import batch_norm
 from ..ops.conv import conv2d, conv2d_weight, conv_transpose2d
@@ -111,14 +112,23 @@ def _check_labels(logits: Tensor, labels, op: str, ignore_index: int | None = No
     if labels.device is not logits.device:
         raise ValueError(f"{op}: labels are on {labels.device} but logits on {logits.device}; "
                          f"move them with labels.to({str(logits.device)!r})")
-    if labels.device.type == "cpu" and labels.size:
+    if not labels.size:
+        return labels
+    if labels.device.type == "cpu":
         data = labels.data if ignore_index is None else labels.data[labels.data != ignore_index]
         if not data.size:
             return labels
         lo, hi = int(data.min()), int(data.max())
-        if lo < 0 or hi >= logits.shape[-1]:
-            raise IndexError(f"{op}: labels must be in [0, {logits.shape[-1]}) for "
-                             f"{logits.shape[-1]} classes, got values in [{lo}, {hi}]")
+    elif ignore_index is None and checks_values(labels.device):
+        # a GPU in sync mode, where the host waits anyway: one more wait reads the range (a
+        # label -1 would otherwise pick the last class silently). cross_entropy (the caller
+        # with an ignore_index) leaves this to its fused op, which checks in sync mode itself.
+        lo, hi = host_min_max(labels.data, labels.device)
+    else:
+        return labels
+    if lo < 0 or hi >= logits.shape[-1]:
+        raise IndexError(f"{op}: labels must be in [0, {logits.shape[-1]}) for "
+                         f"{logits.shape[-1]} classes, got values in [{lo}, {hi}]")
     return labels
 
 
@@ -296,15 +306,9 @@ def _check_ids_range(ids: Tensor, n: int) -> None:
     there and an out-of-range id wraps around (CuPy's indexing rule). Run a step under
     ``st.sync_mode()`` or on the CPU to check data.
     """
-    from ..runtime import SYNC_EVERY_OP, is_capturing
-
-    if ids.size == 0:
+    if ids.size == 0 or not checks_values(ids.device):
         return
-    if ids.device.type != "cpu" and not (SYNC_EVERY_OP[0] and not is_capturing()):
-        return
-    be = ids.backend
-    lo = int(be.to_numpy(be.min(ids.data, None, False)))
-    hi = int(be.to_numpy(be.max(ids.data, None, False)))
+    lo, hi = host_min_max(ids.data, ids.device)  # one host wait on a GPU
     if lo < 0 or hi >= n:
         bad = hi if hi >= n else lo
         raise IndexError(f"embedding: id {bad} is out of range for a table of {n} rows (ids "
@@ -369,7 +373,7 @@ def embedding(ids: Tensor, weight: Tensor, padding_idx: int | None = None) -> Te
         out = make_result(data, weight.device, (None, weight), pullback)
     else:
         out = wrap(data, weight.device)
-    sync_if_requested(weight.device)
+    sync_if_requested(weight.device, "embedding")
     return out
 
 
@@ -378,10 +382,13 @@ def _embedding_grad(g: Tensor, ids: Tensor, shape, dtype, pad) -> Tensor:
     from .. import dtypes as dt
     from ..autodiff.mode import GRAD_ENABLED
     from ..creation import zeros
+    from ..runtime import DETERMINISTIC, check_deterministic
     from ..tensor import wrap
 
     n, d = shape
     if GRAD_ENABLED[0]:  # create_graph: the same with differentiable ops
+        if DETERMINISTIC[0] and dtype.is_floating:
+            check_deterministic(g.backend, "index_add", "embedding (backward, create_graph)")
         gm = g.reshape(-1, d)
         flat = ids.reshape(-1)
         if pad is not None:
@@ -389,6 +396,8 @@ def _embedding_grad(g: Tensor, ids: Tensor, shape, dtype, pad) -> Tensor:
         return ops.index_add(zeros(n, d, dtype=dtype, device=g.device), 0, flat, gm)
     be = g.backend
     acc = dtype if dtype.itemsize >= 4 else dt.float32
+    if DETERMINISTIC[0] and acc.is_floating:  # integer sums are exact in any order
+        check_deterministic(be, "add_at", "embedding")
     dw = be.zeros((n, d), acc)
     gd = be.reshape(g.data, (-1, d))
     if gd.dtype != acc.np:

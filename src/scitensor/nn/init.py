@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 
+from .. import dtypes as dt
 from ..autodiff.mode import no_grad
 from ..creation import rand, randn
 from ..tensor import Tensor
@@ -52,6 +53,9 @@ def uniform(shape, low: float, high: float, device=None, dtype=None,
     Returns:
         A tensor that does not require grad.
 
+    Raises:
+        TypeError: ``dtype`` is not a floating dtype.
+
     Example:
         >>> import scitensor as st
         >>> from scitensor.nn import init
@@ -59,9 +63,20 @@ def uniform(shape, low: float, high: float, device=None, dtype=None,
         >>> bool((x >= -1).all() and (x < 1).all())
         True
     """
+    dtype = _floating_dtype(dtype, "uniform")
     with no_grad():
         u = rand(*shape, device=device, dtype=dtype, generator=generator)
         return u * (high - low) + low
+
+
+def _floating_dtype(dtype, op: str) -> dt.DType:
+    """``dtype`` (``None``: the default dtype) as a floating DType, or a TypeError naming ``op``
+    (parameters must be floating to be trained); layers call it with their own name."""
+    d = dt.get_default_dtype() if dtype is None else dt.as_dtype(dtype)
+    if not d.is_floating:
+        raise TypeError(f"{op}: dtype must be floating (float16, bfloat16, float32 or float64), "
+                        f"got {d.name}")
+    return d
 
 
 def _check(t, op: str) -> Tensor:
@@ -92,22 +107,26 @@ def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0, generator=None) -> T
         return _assign(t, z * std + mean)
 
 
-def constant_(t: Tensor, value: float) -> Tensor:
-    """Fill ``t`` in place with ``value``; returns ``t``."""
-    _check(t, "constant_")
+def _fill(t: Tensor, value: float, op: str) -> Tensor:
+    _check(t, op)
     with no_grad():
         t[...] = value
     return t
 
 
+def constant_(t: Tensor, value: float) -> Tensor:
+    """Fill ``t`` in place with ``value``; returns ``t``."""
+    return _fill(t, value, "constant_")
+
+
 def zeros_(t: Tensor) -> Tensor:
     """Fill ``t`` with zeros in place; returns ``t``."""
-    return constant_(t, 0.0)
+    return _fill(t, 0.0, "zeros_")
 
 
 def ones_(t: Tensor) -> Tensor:
     """Fill ``t`` with ones in place; returns ``t``."""
-    return constant_(t, 1.0)
+    return _fill(t, 1.0, "ones_")
 
 
 def xavier_uniform_(t: Tensor, gain: float = 1.0, generator=None) -> Tensor:

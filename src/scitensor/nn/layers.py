@@ -66,6 +66,7 @@ class Dense(Module):
             raise ValueError(f"Dense: activation must be None, 'relu' or 'gelu' (tanh "
                              f"approximation), got {activation!r}")
         self.activation = "gelu" if activation == "gelu_tanh" else activation
+        dtype = init._floating_dtype(dtype, "Dense")
         bound = 1.0 / self.in_features ** 0.5
         self.weight = Parameter(init.uniform((self.in_features, self.out_features), -bound,
                                              bound, device=device, dtype=dtype))

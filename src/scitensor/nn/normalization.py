@@ -75,17 +75,22 @@ class _BatchNorm(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        factor = 0.0 if self.momentum is None else float(self.momentum)
+        counter = None
         if self.training and self.track_running_stats:
-            with no_grad():
-                self.num_batches_tracked[...] = self.num_batches_tracked + 1
-            if self.momentum is None:  # cumulative moving average (reads the count)
+            if self.momentum is None:  # cumulative moving average: reads the new count
+                with no_grad():
+                    self.num_batches_tracked[...] = self.num_batches_tracked + 1
                 factor = 1.0 / float(self.num_batches_tracked.item())
+            else:  # counted by the op, in the running statistics' launch
+                counter = self.num_batches_tracked
+                factor = float(self.momentum)
+        else:
+            factor = 0.0 if self.momentum is None else float(self.momentum)
         use_batch_stats = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
         return batch_norm(x, self.running_mean if track else None,
                           self.running_var if track else None, self.weight, self.bias,
-                          use_batch_stats, factor, self.eps)
+                          use_batch_stats, factor, self.eps, num_batches_tracked=counter)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

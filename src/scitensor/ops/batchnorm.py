@@ -22,6 +22,7 @@ from .reduction import sum as _sum
 __all__ = ["batch_norm"]
 
 _LOW_PRECISION = (dt.float16, dt.bfloat16)
+_INF = float("inf")
 
 
 def _check_param(v, name: str, x: Tensor, c: int):
@@ -38,6 +39,22 @@ def _check_param(v, name: str, x: Tensor, c: int):
     if not v.dtype.is_floating:
         raise TypeError(f"batch_norm: {name} must be floating, got {v.dtype.name}")
     return v
+
+
+def _check_counter(v, x: Tensor):
+    """``num_batches_tracked``'s array (or None) after checking it is an integer scalar."""
+    if v is None:
+        return None
+    if not isinstance(v, Tensor):
+        raise TypeError(f"batch_norm: num_batches_tracked must be a Tensor or None, got "
+                        f"{type(v).__name__}")
+    if v.size != 1 or v.dtype.kind not in "iu":
+        raise ValueError(f"batch_norm: num_batches_tracked must be an integer scalar tensor, "
+                         f"got shape {v.shape} and dtype {v.dtype.name}")
+    if v.device is not x.device:
+        raise ValueError(f"batch_norm: num_batches_tracked is on {v.device} but the input is "
+                         f"on {x.device}; move it with .to({str(x.device)!r})")
+    return v.data
 
 
 def _axes_and_shape(x):
@@ -78,7 +95,8 @@ def _channel_affine(x, scale, shift):
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-               training: bool = False, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+               num_batches_tracked=None) -> Tensor:
     """Batch normalization: ``(x - mean) / sqrt(var + eps) * weight + bias`` per channel.
 
     Args:
@@ -90,6 +108,9 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
         training: normalize with the batch statistics (else with the running ones).
         momentum: weight of the new batch in the running statistics.
         eps: added to the variance for stability.
+        num_batches_tracked: an int64 scalar tensor (the layers' batch counter) incremented
+            by one in place in training mode, in the same launch as the running statistics
+            on a GPU; None (the default) leaves counting to the caller.
 
     Returns:
         A tensor shaped and typed like ``x``.
@@ -103,6 +124,10 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
         [-1.0, 1.0]
         >>> round(rm.item(), 4), round(rv.item(), 4)  # unbiased batch variance 2.0
         (0.2, 1.1)
+        >>> seen = st.zeros((), dtype=st.int64)
+        >>> _ = batch_norm(x, rm, rv, training=True, num_batches_tracked=seen)
+        >>> seen.item()
+        1
     """
     x = check_tensor(x, "batch_norm")
     if x.ndim < 2:
@@ -115,10 +140,13 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     running_var = _check_param(running_var, "running_var", x, c)
     weight = _check_param(weight, "weight", x, c)
     bias = _check_param(bias, "bias", x, c)
-    if not isinstance(eps, numbers.Real) or not 0 <= eps < float("inf"):
+    # (type(v) is float: skips the slower ABC check in the common case)
+    if not ((type(eps) is float or isinstance(eps, numbers.Real)) and 0 <= eps < _INF):
         raise ValueError(f"batch_norm: eps must be a finite non-negative number, got {eps!r}")
-    if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+    if not ((type(momentum) is float or isinstance(momentum, numbers.Real))
+            and 0 <= momentum <= 1):
         raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r}")
+    counter = _check_counter(num_batches_tracked, x) if training else None
     be = x.backend
     if training:
         count = x.size // c if c else 0
@@ -129,11 +157,11 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
         y, mean, var, invstd = be.batch_norm_train_forward(
             x.data, None if weight is None else weight.data,
             None if bias is None else bias.data, float(eps))
-        if running_mean is not None or running_var is not None:
+        if running_mean is not None or running_var is not None or counter is not None:
             be.batch_norm_update_running_inplace(
                 None if running_mean is None else running_mean.data,
                 None if running_var is None else running_var.data, mean, var,
-                float(momentum), count)
+                float(momentum), count, counter)
 
         def pullback(g, out):
             if GRAD_ENABLED[0]:  # create_graph: the backward must be differentiable itself

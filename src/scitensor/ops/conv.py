@@ -88,6 +88,15 @@ def _conv_weight(x, gy, k_hw, geo) -> Tensor:
 
 # ---- argument checking ----------------------------------------------------------------------
 def _pair(v, op: str, name: str, minimum: int) -> tuple[int, int]:
+    # fast paths (every call of every conv runs this three times): a plain int or a pair of
+    # plain ints (type() is int excludes bool)
+    if type(v) is int:
+        if v >= minimum:
+            return v, v
+    elif type(v) is tuple and len(v) == 2:
+        a, b = v
+        if type(a) is int and type(b) is int and a >= minimum and b >= minimum:
+            return v
     vals = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(
         v, tuple | list) else None
     if (vals is None or len(vals) != 2 or any(
@@ -102,9 +111,10 @@ def _operands(op, x, weight, bias):
     """Check devices/ranks, promote dtypes; returns (x, weight, bias, unbatched)."""
     x = check_tensor(x, op, "input")
     weight = check_tensor(weight, op, "weight")
-    tensors = [x, weight] + ([check_tensor(bias, op, "bias")] if bias is not None else [])
-    for t in tensors[1:]:
-        if t.device is not x.device:
+    if bias is not None:
+        check_tensor(bias, op, "bias")
+    for t in (weight, bias):
+        if t is not None and t.device is not x.device:
             raise ValueError(f"{op}: input is on {x.device} but a weight/bias is on "
                              f"{t.device}; move them to one device with .to(...)")
     if weight.ndim != 4:
@@ -117,6 +127,9 @@ def _operands(op, x, weight, bias):
                          f"{x.shape}")
     if unbatched:
         x = x.reshape((1,) + x.shape)
+    d = x.dtype
+    if d is weight.dtype and (bias is None or bias.dtype is d) and d.is_floating:
+        return x, weight, bias, unbatched  # the common case: nothing to convert
     d = dt._promote(x.dtype, weight.dtype)
     if bias is not None:
         d = dt._promote(d, bias.dtype)
@@ -129,7 +142,8 @@ def _operands(op, x, weight, bias):
 
 
 def _check_groups(op, groups, c_in, c_out, x, weight, per_group_in):
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+    if ((type(groups) is not int and (not isinstance(groups, numbers.Integral)
+                                      or isinstance(groups, bool))) or groups < 1):
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     if c_in % groups or c_out % groups:
         raise ValueError(f"{op}: groups={groups} must divide both in_channels ({c_in}) and "

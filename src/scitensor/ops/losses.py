@@ -28,7 +28,6 @@ from ._core import (
     wrap,
 )
 from .reduction import softmax
-from .reduction import sum as _sum
 
 __all__ = ["cross_entropy"]
 
@@ -101,37 +100,70 @@ def cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int = -
             raise IndexError(f"cross_entropy: labels must be in [0, {n_cls}) or equal "
                              f"ignore_index={ignore_index}, got {int(first[0])}")
     rows = math.prod(logits.shape[:-1])
-    flat_labels = labels.reshape(rows)
-    losses = _cross_entropy_rows(logits.reshape(rows, n_cls), flat_labels, ignore_index,
-                                 float(label_smoothing))
-    if reduction == "none":
-        return losses.reshape(labels.shape).astype(logits.dtype)
-    total = _sum(losses)
-    if reduction == "sum":
-        return total.astype(logits.dtype)
-    count = _sum(flat_labels != ignore_index).astype(total.dtype)
-    return (total / count).astype(logits.dtype)
-
-
-def _cross_entropy_rows(x: Tensor, labels: Tensor, ignore_index: int, smoothing: float):
-    """Per-row losses ``(M,)`` (compute dtype) of ``(M, C)`` logits; differentiable in ``x``."""
-    be = x.backend
-    lab = labels.data
-    loss, lse = be.cross_entropy_forward(x.data, lab, ignore_index, smoothing)
-
-    def pullback(g, out):
-        if GRAD_ENABLED[0]:
-            return (_cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing),)
-        return (wrap(be.cross_entropy_backward(g.data, x.data, lab, lse, ignore_index,
-                                               smoothing), x.device),)
-
-    out = make_result(loss, x.device, (x,), pullback)
-    sync_if_requested(x.device)
+    out = _fused(logits, labels, rows, n_cls, reduction, ignore_index, float(label_smoothing))
+    sync_if_requested(logits.device)
     return out
 
 
+def _fused(logits: Tensor, labels: Tensor, rows: int, n_cls: int, reduction: str,
+           ignore_index: int, smoothing: float) -> Tensor:
+    """The loss as one graph node over ``logits`` (classes last): the backend's per-row
+    kernel, then the reduction on raw arrays (a mean divides by the number of non-ignored
+    rows, counted on the device: nothing waits for the GPU). The pullback is one call of
+    ``cross_entropy_backward`` with the scalar cotangent (``g / count`` for a mean) shared by
+    every row."""
+    be = logits.backend
+    x = be.reshape(logits.data, (rows, n_cls))
+    lab = be.reshape(labels.data, (rows,))
+    loss, lse = be.cross_entropy_forward(x, lab, ignore_index, smoothing)
+    out_dt = logits.dtype
+    count = None
+    if reduction == "none":
+        value = be.reshape(loss, labels.shape)
+    else:
+        value = be.sum(loss, (0,), False)
+        if reduction == "mean":
+            count = _valid_count(be, lab, ignore_index, rows, dt.from_numpy_dtype(loss.dtype))
+            value = be.div(value, count)
+    if value.dtype != out_dt.np:
+        value = be.astype(value, out_dt)
+
+    def pullback(g, out):
+        if GRAD_ENABLED[0]:  # create_graph: differentiable ops all the way
+            gr = g.astype(dt.float64 if logits.dtype is dt.float64 else dt.float32)
+            if reduction == "none":
+                gr = gr.reshape(rows)
+            elif count is not None:
+                gr = gr / wrap(count, logits.device)
+            d = _cross_entropy_grad_graph(gr, logits.reshape(rows, n_cls), labels.reshape(rows),
+                                          ignore_index, smoothing)
+            return (d.reshape(logits.shape),)
+        gd = g.data
+        if gd.dtype != loss.dtype:
+            gd = be.astype(gd, dt.from_numpy_dtype(loss.dtype))
+        if reduction == "none":
+            gd = be.reshape(gd, (rows,))
+        elif count is not None:
+            gd = be.div(gd, count)
+        dx = be.cross_entropy_backward(gd, x, lab, lse, ignore_index, smoothing)
+        return (wrap(be.reshape(dx, logits.shape), logits.device),)
+
+    return make_result(value, logits.device, (logits,), pullback)
+
+
+def _valid_count(be, lab, ignore_index: int, rows: int, cdt):
+    """The number of labels other than ``ignore_index``, as a 0-d ``cdt`` array on the
+    device (a label dtype that cannot hold ``ignore_index`` ignores nothing)."""
+    try:
+        ignore = be.scalar(ignore_index, dt.from_numpy_dtype(lab.dtype))
+    except OverflowError:
+        return be.full((), rows, cdt)
+    return be.astype(be.sum(be.ne(lab, ignore), (0,), False), cdt)
+
+
 def _cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing):
-    """``dlogits`` with differentiable ops, for gradients of gradients."""
+    """``dlogits`` of ``(M, C)`` logits with differentiable ops, for gradients of gradients
+    (``g``: the per-row cotangent, ``(M,)`` or a scalar shared by every row)."""
     cdt = dt.float64 if x.dtype is dt.float64 else dt.float32
     n_cls = x.shape[-1]
     valid = labels != ignore_index

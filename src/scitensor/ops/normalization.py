@@ -59,13 +59,19 @@ def _param(p, shape, x: Tensor, op: str, name: str):
     if p.device is not x.device:
         raise ValueError(f"{op}: {name} is on {p.device} but the input on {x.device}; move it "
                          f"with .to({str(x.device)!r})")
-    return p.backend.reshape(p.data, (math.prod(shape),))
+    data = p.data
+    return data if data.ndim == 1 else p.backend.reshape(data, (math.prod(shape),))
 
 
 def _eps(eps, op: str) -> float:
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
         raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r:.40}")
     return float(eps)
+
+
+def _as_shape(be, a, shape):
+    """``a`` reshaped to ``shape`` (no new view when it already has it)."""
+    return a if a.shape == shape else be.reshape(a, shape)
 
 
 def _needs(p) -> bool:
@@ -101,20 +107,22 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -
     n = math.prod(shape)
     m = x.size // n if n else math.prod(x.shape[:x.ndim - len(shape)])
     be = x.backend
-    x2 = be.reshape(x.data, (m, n))
+    x2 = x.data if x.ndim == 2 and len(shape) == 1 else be.reshape(x.data, (m, n))
     y, mu, rstd = be.layer_norm_forward(x2, w, b, float(eps))
 
     def pullback(g, out):
         if GRAD_ENABLED[0]:
             return _norm_grads_graph(g, x, weight, bias, shape, float(eps), rms=False)
-        need = _needs(weight) or _needs(bias)
-        dx, dw, db = be.layer_norm_backward(be.reshape(g.data, (m, n)), x2, mu, rstd, w,
-                                            need_param_grads=need)
-        return (wrap(be.reshape(dx, x.shape), x.device),
-                wrap(be.reshape(dw, shape), x.device) if _needs(weight) else None,
-                wrap(be.reshape(db, shape), x.device) if _needs(bias) else None)
+        need_w, need_b = _needs(weight), _needs(bias)
+        g2 = g.data if g.data.shape == x2.shape else be.reshape(g.data, (m, n))
+        dx, dw, db = be.layer_norm_backward(g2, x2, mu, rstd, w,
+                                            need_param_grads=need_w or need_b)
+        return (wrap(dx if dx.shape == x.shape else be.reshape(dx, x.shape), x.device),
+                wrap(_as_shape(be, dw, shape), x.device) if need_w else None,
+                wrap(_as_shape(be, db, shape), x.device) if need_b else None)
 
-    out = make_result(be.reshape(y, x.shape), x.device, (x, weight, bias), pullback)
+    out = make_result(y if y.shape == x.shape else be.reshape(y, x.shape), x.device,
+                      (x, weight, bias), pullback)
     sync_if_requested(x.device)
     return out
 

@@ -15,12 +15,21 @@ from __future__ import annotations
 import numbers
 
 from ..backends.xp_pooling import pool_output_size
-from ._core import check_tensor, make_result, sync_if_requested, wrap
+from ._core import GRAD_ENABLED, check_tensor, make_result, sync_if_requested, wrap
 
 __all__ = ["adaptive_avg_pool2d", "avg_pool2d", "max_pool2d"]
 
 
 def _pair(value, op: str, name: str, minimum: int) -> tuple[int, int]:
+    # fast paths (four calls per pooling op): a plain int or a pair of plain ints (type() is
+    # int excludes bool)
+    if type(value) is int:
+        if value >= minimum:
+            return value, value
+    elif type(value) is tuple and len(value) == 2:
+        a, b = value
+        if type(a) is int and type(b) is int and a >= minimum and b >= minimum:
+            return value
     vals = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
     if (len(vals) != 2 or any(not isinstance(v, numbers.Integral) or isinstance(v, bool)
                               for v in vals)):
@@ -113,8 +122,6 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bo
     x4, unbatched = _as_batched(x, "max_pool2d")
     k, s, p, d, _ = _geometry(x4, "max_pool2d", kernel_size, stride, padding, dilation,
                               ceil_mode)
-    from ..autodiff.mode import GRAD_ENABLED
-
     need_grad = GRAD_ENABLED[0] and x4.requires_grad
     be = x4.backend
     y, argmax = be.max_pool2d(x4.data, k, s, p, d, bool(ceil_mode),

@@ -42,6 +42,13 @@ __all__ = ["FusedMixin"]
 _HALF = ("float16", "bfloat16")
 
 
+def _c_contiguous(a) -> bool:
+    """Whether ``a`` is C-contiguous, from CuPy's cached flag when there is one (``.flags``
+    builds a new object on every access: about a microsecond, on every parameter)."""
+    flag = getattr(a, "_c_contiguous", None)
+    return a.flags.c_contiguous if flag is None else flag
+
+
 class FusedMixin:
     """The CUDA fused-update machinery of :class:`~scitensor.optim.Optimizer`.
 
@@ -61,7 +68,7 @@ class FusedMixin:
             return False
         from ..backends.cuda.optim import supported
 
-        return supported(p.data.dtype) and p.data.flags.c_contiguous
+        return supported(p.data.dtype) and _c_contiguous(p.data)
 
     def _state_dtype(self, p) -> dt.DType:
         """dtype of ``p``'s optimizer state: float32 for half parameters on the fused path."""
@@ -69,11 +76,24 @@ class FusedMixin:
             return dt.float32
         return p.dtype
 
+    def _fused_state_np(self, p):
+        """The NumPy dtype object of ``p``'s fused state (cached per parameter dtype, so the
+        fast check in :meth:`_state_array` is an identity test)."""
+        cache = self.__dict__.setdefault("_state_np", {})
+        key = p.data.dtype
+        np_dtype = cache.get(key)
+        if np_dtype is None:
+            np_dtype = cache[key] = np.dtype(self._state_dtype(p).np)
+        return np_dtype
+
     def _state_array(self, p, state: dict, key: str, capturing: bool):
         """``state[key]`` as a C-contiguous array of the fused state dtype on ``p``'s device
         (created uninitialised when missing: the kernel reads it as zero on the first step)."""
-        want = self._state_dtype(p)
         a = state.get(key)
+        if (a is not None and type(a) is type(p.data) and a.shape == p.data.shape
+                and a.dtype is self._fused_state_np(p) and _c_contiguous(a)):
+            return a  # the usual case after the first step: nothing to convert
+        want = self._state_dtype(p)
         if a is None:
             a = state[key] = p.backend.empty(p.shape, want)
             return a
@@ -113,11 +133,11 @@ class FusedMixin:
         launch, entries = [], []
         for group, p in items:
             g = self._grad_array(p, self._name)
-            if not g.flags.c_contiguous:
+            if not _c_contiguous(g):
                 g = p.backend.xp.ascontiguousarray(g)
             state = self._fused_state(p, group, capturing)
             row = self._rows[id(p)]
-            launch.append((self._writable(p), g, *state, row))
+            launch.append((p.data, g, *state, row))  # CuPy arrays are always writable
             entries.append((group, p, row))
         update = functools.partial(self._host_update, hyper, tuple(entries))
         if capturing:
@@ -129,8 +149,16 @@ class FusedMixin:
     def _host_update(self, hyper, entries) -> None:
         """Advance host state and upload the hyper-parameter rows of ``entries``."""
         host = hyper.host
-        for group, p, row in entries:
-            self._fused_row(group, p, host[row])
+        rows_of = getattr(self, "_fused_rows", None)
+        if rows_of is None:
+            for group, p, row in entries:
+                self._fused_row(group, p, host[row])
+        else:  # one row computed per group and step count, written to all its rows at once
+            by_group: dict = {}
+            for group, p, row in entries:
+                by_group.setdefault(id(group), (group, []))[1].append((p, row))
+            for group, members in by_group.values():
+                rows_of(group, members, host)
         hyper.upload()
 
     # ---- subclass hooks ----------------------------------------------------------------

@@ -84,6 +84,20 @@ class Adam(Optimizer):
         row[:9] = (-(lr / (1.0 - b1**t)), math.sqrt(1.0 - b2**t), 1.0 - b1, b2, 1.0 - b2, eps,
                    wd, 1.0 - lr * wd, 1.0 if t == 1 else 0.0)
 
+    def _fused_rows(self, group, members, host) -> None:
+        """:meth:`_fused_row` for many parameters of ``group``: one row per step count,
+        written to all their rows with one NumPy assignment."""
+        by_step: dict = {}
+        state = self.state
+        for p, row in members:
+            s = state[p]
+            s["step"] = t = s["step"] + 1
+            by_step.setdefault(t, []).append(row)
+        lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+        for t, rows in by_step.items():
+            host[rows, :9] = (-(lr / (1.0 - b1**t)), math.sqrt(1.0 - b2**t), 1.0 - b1, b2,
+                              1.0 - b2, eps, wd, 1.0 - lr * wd, 1.0 if t == 1 else 0.0)
+
     def _fused_launch(self, device_index: int, items, hyper) -> None:
         from ..backends.cuda.optim import adam_step
 

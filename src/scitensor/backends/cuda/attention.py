@@ -211,9 +211,9 @@ class CudaAttentionPrimitives:
         with self._attention_device():
             return self._attention_forward(q, k, v, causal, scale)
 
-    def attention_backward(self, g, q, k, v, out, lse, causal, scale):
+    def attention_backward(self, g, q, k, v, out, lse, causal, scale, grads_out=None):
         with self._attention_device():
-            return self._attention_backward(g, q, k, v, out, lse, causal, scale)
+            return self._attention_backward(g, q, k, v, out, lse, causal, scale, grads_out)
 
     def _attention_device(self):
         """This backend's GPU as the current device (several GPUs: launches go to it)."""
@@ -237,17 +237,28 @@ class CudaAttentionPrimitives:
                                h, hkv, sq, sk, float(scale) * _LOG2E)
         return out, lse
 
-    def _attention_backward(self, g, q, k, v, out, lse, causal, scale):
+    def _attention_backward(self, g, q, k, v, out, lse, causal, scale, grads_out=None):
         code = self._attention_code(q, k, v)
         b, h, sq, d = q.shape
         hkv, sk = k.shape[1], k.shape[2]
         if (code is None or sq == 0 or sk == 0 or b * h == 0 or g.dtype != q.dtype
                 or out.dtype != q.dtype or lse.dtype != np.float32):
-            return super().attention_backward(g, q, k, v, out, lse, causal, scale)
+            return super().attention_backward(g, q, k, v, out, lse, causal, scale, grads_out)
         q, k, v, g, out, lse = (self._attention_dense(x) for x in (q, k, v, g, out, lse))
         kern, cfg = self._attention_kernels(code, d)
-        tdt = dt.from_numpy_dtype(q.dtype)
-        dq, dk, dv = self.empty(q.shape, tdt), self.empty(k.shape, tdt), self.empty(v.shape, tdt)
+        if grads_out is not None and all(
+                o.shape == x.shape and o.dtype == x.dtype and o.flags.c_contiguous
+                for o, x in zip(grads_out, (q, k, v))):
+            dq, dk, dv = grads_out
+        else:
+            if grads_out is not None:
+                raise ValueError("attention_backward: grads_out must be three C-contiguous "
+                                 f"arrays shaped and typed like q {q.shape}, k {k.shape}, v "
+                                 f"{v.shape} ({q.dtype}), got "
+                                 f"{[(o.shape, str(o.dtype)) for o in grads_out]}")
+            tdt = dt.from_numpy_dtype(q.dtype)
+            dq, dk, dv = (self.empty(q.shape, tdt), self.empty(k.shape, tdt),
+                          self.empty(v.shape, tdt))
         delta = cupy.empty((b, h, sq), np.float32)
         acc = cupy.empty(q.shape, np.float32)
         stream = _stream()

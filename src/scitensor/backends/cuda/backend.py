@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import cupy
 import numpy as np
@@ -39,7 +38,7 @@ from .compiler import load_module
 from .conv import CudaConvPrimitives
 from .cublaslt import CublasLt
 from .elementwise import DTYPE_CODE, ElementwiseKernels, check_fast_alloc, new_array
-from .errors import CudaError
+from .errors import queued_failure
 from .graphs import CudaGraphPrimitives
 from .linear import CudaLinearPrimitives
 from .normalization import CudaNormalizationPrimitives
@@ -237,10 +236,17 @@ class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaNormalization
         return cupy.asarray(host)
 
     def to_numpy(self, a):
-        if a.dtype == dt.bfloat16.np:  # copy the bits (ascontiguousarray would make 0-d 1-d)
-            c = a if a._c_contiguous else cupy.ascontiguousarray(a)
-            return c.view(np.uint16).get().view(a.dtype).reshape(a.shape)
-        return a.get()
+        # the copy waits for the queued work: a failure in it surfaces here, reported as
+        # synchronize reports it (out of memory is left to the primitive guard)
+        try:
+            if a.dtype == dt.bfloat16.np:  # copy the bits (ascontiguousarray: 0-d -> 1-d)
+                c = a if a._c_contiguous else cupy.ascontiguousarray(a)
+                return c.view(np.uint16).get().view(a.dtype).reshape(a.shape)
+            return a.get()
+        except cupy.cuda.runtime.CUDARuntimeError as e:
+            if memory.is_oom(e):
+                raise
+            raise queued_failure(self.device, e) from e
 
     def from_dlpack(self, obj):
         arr = cupy.from_dlpack(obj)
@@ -277,9 +283,7 @@ class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaNormalization
         try:
             _get_stream(self.index).synchronize()
         except cupy.cuda.runtime.CUDARuntimeError as e:
-            raise CudaError(f"a queued GPU operation on {self.device} failed{_calling_op()}: "
-                            f"{e}. Run with st.set_sync_mode(True) to stop at the op that "
-                            "caused it") from e
+            raise queued_failure(self.device, e) from e
 
     def empty_cache(self) -> None:
         """Return unused cached GPU memory to the driver."""
@@ -380,18 +384,6 @@ def _describe(args) -> str:
         if isinstance(x, _ndarray):
             parts.append(f"{x.dtype}{list(x.shape)}")
     return f" on {', '.join(parts)}" if parts else ""
-
-
-def _calling_op() -> str:
-    """`` after op 'add'``: the scitensor op that asked for the sync (sync-every-op mode)."""
-    f = sys._getframe(2)
-    while f is not None:
-        code = f.f_code
-        if "scitensor" in code.co_filename and "/ops/" in code.co_filename \
-                and not code.co_name.startswith("_") and code.co_name != "sync_if_requested":
-            return f" (after op {code.co_name!r})"
-        f = f.f_back
-    return ""
 
 
 # fast elementwise methods, then the guard around every other primitive

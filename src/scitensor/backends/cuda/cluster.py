@@ -10,6 +10,11 @@ A mixin for :class:`~scitensor.backends.cuda.backend.CudaBackend` (listed before
   clusters, sums and counts in shared memory), ``st_kmeans_reduce`` (the chunks summed in a
   fixed order) and ``st_kmeans_divide`` (means; an empty cluster keeps its centroid).
 
+Deterministic mode (``st.set_deterministic(True)``) always selects the reproducible update,
+whatever the caller passes; where the fused kernels do not apply (a cluster row too wide for
+shared memory, other layouts) the xp composition runs with its scatter-adds on the
+reproducible segmented sum (:mod:`.segment_sum`) instead of CuPy's atomic ``add.at``.
+
 float16, bfloat16, float32 (float32 math) and float64 (float64 math), one NVRTC build per
 dtype (``-DST_DTYPE=0..3``). Launch shapes depend only on ``(N, K, D, dtype,
 deterministic)``, never on the GPU, so ``deterministic=True`` gives the same bits on any
@@ -27,7 +32,9 @@ import math
 import numpy as np
 
 from ... import dtypes as dt
+from ...runtime import DETERMINISTIC
 from ..xp_cluster import ClusterPrimitives, compute_dtype
+from .segment_sum import DTYPE_CODE as SEGMENT_DTYPES
 
 __all__ = ["CudaClusterPrimitives", "assign_plan", "pick_bk", "update_plan"]
 
@@ -123,6 +130,14 @@ class CudaClusterPrimitives(ClusterPrimitives):
     def _km_launch(self, name, signature, code, blocks, threads, *args):
         self._km_kernel(name, signature, code)(blocks, threads, self._km_stream(), *args)
 
+    def _km_add_at(self, a, index, values, deterministic: bool) -> None:
+        """The xp fallback's scatter-add: reproducible (the segmented sum of
+        :mod:`.segment_sum`) when ``deterministic``, CuPy's atomic ``add.at`` otherwise."""
+        if deterministic and a.dtype in SEGMENT_DTYPES:
+            self.deterministic_add_at(a, (index,), values)
+        else:
+            super()._km_add_at(a, index, values, deterministic)
+
     # ---- assign ---------------------------------------------------------------------------------
     def kmeans_assign(self, x, centroids):
         if not self._km_ok(x, centroids) or centroids.ndim != 2 or centroids.shape[0] < 1:
@@ -152,6 +167,7 @@ class CudaClusterPrimitives(ClusterPrimitives):
 
     # ---- update ---------------------------------------------------------------------------------
     def kmeans_update(self, x, labels, k, old_centroids, deterministic=False):
+        deterministic = bool(deterministic) or DETERMINISTIC[0]
         if not self._km_ok(x, labels, old_centroids) or k < 1:
             return super().kmeans_update(x, labels, k, old_centroids, deterministic)
         n, d = x.shape

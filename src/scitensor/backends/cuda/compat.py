@@ -7,6 +7,14 @@ A mixin for :class:`~scitensor.backends.cuda.backend.CudaBackend`:
 - ``add_at`` (and ``index_add``/``scatter_add`` built on it): ``cupy.add.at`` has no bool or
   bfloat16, so those (and float16, for accuracy) go through int32/float32; CuPy's
   ``indices()`` has no ``sparse=``, so ``scatter_add`` builds its index grids itself.
+
+``cupy.add.at`` accumulates with atomics, so floating sums over repeated indices round
+differently from run to run. In deterministic mode (``runtime.DETERMINISTIC[0]``) floating
+``add_at``, ``index_add`` and ``scatter_add`` run the sorted segmented sum of
+:mod:`.segment_sum` instead (reproducible, capturable); integer and bool sums are exact in
+any order and keep the atomic path. :attr:`NumpyCompatPrimitives.deterministic_primitives`
+declares them, and ``matmul`` (cuBLASLt's algorithm is pinned in deterministic mode, see
+:mod:`.cublaslt`), to ``runtime.is_reproducible``.
 """
 
 from __future__ import annotations
@@ -15,7 +23,10 @@ import cupy
 import numpy as np
 
 from ... import dtypes as dt
+from ...runtime import DETERMINISTIC
 from ..xp import ArrayBackend
+from .segment_sum import DTYPE_CODE as _SEGMENT_DTYPES
+from .segment_sum import SegmentSumPrimitives
 
 __all__ = ["NumpyCompatPrimitives"]
 
@@ -23,8 +34,13 @@ _ndarray = cupy.ndarray
 _LOW = (np.dtype(np.float16), dt.bfloat16.np)
 
 
-class NumpyCompatPrimitives(ArrayBackend):
-    """Overrides that make CuPy follow NumPy (see module docs)."""
+class NumpyCompatPrimitives(SegmentSumPrimitives, ArrayBackend):
+    """Overrides that make CuPy follow NumPy, and reproducible scatter-adds in deterministic
+    mode (see module docs)."""
+
+    # primitives of runtime.NONDETERMINISTIC_PRIMITIVES (and matmul, whose cuBLASLt algorithm
+    # would otherwise be autotuned by timing) that are reproducible in deterministic mode here
+    deterministic_primitives = frozenset({"add_at", "index_add", "scatter_add", "matmul"})
 
     def where(self, cond, a, b):
         if _is_bf16(a) or _is_bf16(b):  # CuPy's where returns float32 for bfloat16
@@ -40,6 +56,8 @@ class NumpyCompatPrimitives(ArrayBackend):
         return super().cumsum(a, axis)
 
     def add_at(self, a, key, values):
+        if DETERMINISTIC[0] and a.dtype in _SEGMENT_DTYPES:
+            return self.deterministic_add_at(a, key, values)
         wide = _WIDE.get(a.dtype)
         if wide is None:
             return cupy.add.at(a, key, values)
@@ -55,11 +73,15 @@ class NumpyCompatPrimitives(ArrayBackend):
         return None
 
     def index_add(self, a, axis, index, src):
+        if DETERMINISTIC[0] and a.dtype in _SEGMENT_DTYPES:
+            return self.deterministic_index_add(a, axis, index, src)
         out = self.copy(a)
         self.add_at(out, (slice(None),) * axis + (index,), src)
         return out
 
     def scatter_add(self, a, axis, index, src):
+        if DETERMINISTIC[0] and a.dtype in _SEGMENT_DTYPES:
+            return self.deterministic_scatter_add(a, axis, index, src)
         out = self.copy(a)
         grids = [cupy.arange(n).reshape((1,) * i + (n,) + (1,) * (index.ndim - i - 1))
                  for i, n in enumerate(index.shape)]

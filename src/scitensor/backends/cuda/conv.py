@@ -46,7 +46,7 @@ from ... import dtypes as dt
 from ..xp_conv import ConvPrimitives
 from .attention import _Launcher
 from .compiler import load_module
-from .conv_igemm import IgemmConvPrimitives, choose_path, igemm_options
+from .conv_igemm import IgemmConvPrimitives, choose_path, igemm_options, settings_key
 from .launch import grid_for
 
 __all__ = ["CudaConvPrimitives"]
@@ -55,6 +55,7 @@ _CODES = {np.dtype(np.float16): 0, dt.bfloat16.np: 1, np.dtype(np.float32): 2,
           np.dtype(np.float64): 3}
 THREADS = 256
 _INT32_MAX = (1 << 31) - 1
+_CACHE_LIMIT = 4096  # cached path decisions per backend
 _GEO = "i" * 8  # kh, kw, sh, sw, pt, pl, dh, dw
 _SIGS = {
     "st_im2col": "pp" + "i" * 6 + _GEO + "ii",  # x, cols, N, C, H, W, Ho, Wo, geo, layout, bpr
@@ -78,7 +79,7 @@ def _stream() -> int:
 
 
 def _contiguous(a):
-    return a if a is None or a.flags.c_contiguous else cupy.ascontiguousarray(a)
+    return a if a is None or a._c_contiguous else cupy.ascontiguousarray(a)
 
 
 class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
@@ -95,7 +96,7 @@ class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
         return self._ew._new(shape, dtype)
 
     def _ig_tmp(self, shape, dtype):
-        return cupy.ndarray(shape, dtype)  # every element is written before it is read
+        return self._ew._new(shape, dtype)  # every byte read is written first (poisoned in tests)
 
     def _ig_sm_count(self) -> int:
         return self.sm_count
@@ -120,6 +121,20 @@ class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
     def _path(self, pass_, dtype, x_shape, w_shape, y_shape, stride, dilation, groups) -> str:
         return choose_path(pass_, dtype, self.arch, x_shape, w_shape, y_shape, stride,
                            dilation, groups)
+
+    def _route(self, key, decide):
+        """``(path, igemm plan or None)`` for one call, cached on the instance by ``key``
+        (every argument but the data, and :func:`~.conv_igemm.settings_key`); ``decide()``
+        makes the decision on a miss. ``path`` None: the NumPy-API fallback."""
+        routes = self.__dict__.get("_conv_routes")
+        if routes is None:
+            routes = self.__dict__["_conv_routes"] = {}
+        route = routes.get(key)
+        if route is None:
+            if len(routes) >= _CACHE_LIMIT:  # many distinct shapes: start over
+                routes.clear()
+            route = routes[key] = decide()
+        return route
 
     def _conv_kernel(self, name: str, dtype):
         table = self.__dict__.setdefault("_conv_kernels", {})
@@ -175,18 +190,63 @@ class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
     def _geo(kernel_hw, stride, padding, dilation):
         return (*kernel_hw, *stride, *padding, *dilation)
 
+    # ---- path decisions (made once per distinct call: see _route) -----------------------
+    def _conv2d_route(self, x, w, bias, out_hw, stride, padding, dilation, groups):
+        n, c = x.shape[:2]
+        k, _, kh, kw = w.shape
+        ho, wo = out_hw
+        if not self._gpu_ok((x, w, bias), (n * c * kh * kw, ho * wo), (n * k, ho * wo)):
+            return None, None
+        path = self._path("fwd", x.dtype, x.shape, w.shape, (n, k, ho, wo), stride, dilation,
+                          groups)
+        if path != "igemm":
+            return path, None
+        return path, self._ig_plan("fwd", x.dtype, (x.shape, w.shape, out_hw),
+                                   (stride, padding, dilation, groups))
+
+    def _conv_transpose2d_route(self, y, w, bias, out_hw, stride, padding, dilation, groups):
+        n, k, ho, wo = y.shape
+        cg = w.shape[1]
+        c = cg * groups
+        h, wd = out_hw
+        if not self._gpu_ok((y, w, bias), (n * c, h * wd), (n * k, ho * wo)):
+            return None, None
+        path = self._path("dgrad", y.dtype, (n, c, h, wd), w.shape, y.shape, stride, dilation,
+                          groups)
+        if path != "igemm":
+            return path, None
+        return path, self._ig_plan("dgrad", y.dtype, (y.shape, w.shape, out_hw),
+                                   (padding, dilation, groups))
+
+    def _conv2d_weight_route(self, x, gy, kernel_hw, stride, padding, dilation, groups):
+        n, c = x.shape[:2]
+        k, ho, wo = gy.shape[1:]
+        kh, kw = kernel_hw
+        if not self._gpu_ok((x, gy), (n * c * kh * kw, ho * wo), (n * k, ho * wo)):
+            return None, None
+        path = self._path("wgrad", x.dtype, x.shape, (k, c // groups, kh, kw), gy.shape,
+                          stride, dilation, groups)
+        if path != "igemm":
+            return path, None
+        return path, self._ig_plan("wgrad", x.dtype, (x.shape, gy.shape, kernel_hw),
+                                   (stride, padding, dilation, groups))
+
     # ---- primitives -------------------------------------------------------------------
     def conv2d(self, x, w, bias, out_hw, stride, padding, dilation, groups):
+        out_hw, stride, padding, dilation = (tuple(out_hw), tuple(stride), tuple(padding),
+                                             tuple(dilation))
+        key = ("fwd", x.dtype, w.dtype, None if bias is None else bias.dtype, x.shape,
+               w.shape, out_hw, stride, padding, dilation, groups, settings_key())
+        path, plan = self._route(key, lambda: self._conv2d_route(
+            x, w, bias, out_hw, stride, padding, dilation, groups))
+        if path is None:
+            return super().conv2d(x, w, bias, out_hw, stride, padding, dilation, groups)
+        x, w, bias = _contiguous(x), _contiguous(w), _contiguous(bias)
+        if plan is not None:
+            return self._ig_run_gemm(plan, x, w, bias, x.dtype)
         n, c, h, wd = x.shape
         k, cg, kh, kw = w.shape
         ho, wo = out_hw
-        if not self._gpu_ok((x, w, bias), (n * c * kh * kw, ho * wo), (n * k, ho * wo)):
-            return super().conv2d(x, w, bias, out_hw, stride, padding, dilation, groups)
-        x, w, bias = _contiguous(x), _contiguous(w), _contiguous(bias)
-        path = self._path("fwd", x.dtype, x.shape, w.shape, (n, k, ho, wo), stride, dilation,
-                          groups)
-        if path == "igemm":
-            return self._igemm_conv2d(x, w, bias, out_hw, stride, padding, dilation, groups)
         geo = self._geo((kh, kw), stride, padding, dilation)
         p, dtype = ho * wo, x.dtype
         if path == "depthwise":
@@ -207,18 +267,22 @@ class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
         return self._swap01(yc, bias, k, n, p).reshape(n, k, ho, wo)
 
     def conv_transpose2d(self, y, w, bias, out_hw, stride, padding, dilation, groups):
+        out_hw, stride, padding, dilation = (tuple(out_hw), tuple(stride), tuple(padding),
+                                             tuple(dilation))
+        key = ("dgrad", y.dtype, w.dtype, None if bias is None else bias.dtype, y.shape,
+               w.shape, out_hw, stride, padding, dilation, groups, settings_key())
+        path, plan = self._route(key, lambda: self._conv_transpose2d_route(
+            y, w, bias, out_hw, stride, padding, dilation, groups))
+        if path is None:
+            return super().conv_transpose2d(y, w, bias, out_hw, stride, padding, dilation,
+                                            groups)
+        y, w, bias = _contiguous(y), _contiguous(w), _contiguous(bias)
+        if plan is not None:
+            return self._ig_run_gemm(plan, y, w, bias, y.dtype)
         n, k, ho, wo = y.shape
         _, cg, kh, kw = w.shape
         c = cg * groups
         h, wd = out_hw
-        if not self._gpu_ok((y, w, bias), (n * c, h * wd), (n * k, ho * wo)):
-            return super().conv_transpose2d(y, w, bias, out_hw, stride, padding, dilation,
-                                            groups)
-        y, w, bias = _contiguous(y), _contiguous(w), _contiguous(bias)
-        path = self._path("dgrad", y.dtype, (n, c, h, wd), w.shape, y.shape, stride, dilation,
-                          groups)
-        if path == "igemm":
-            return self._igemm_conv_transpose2d(y, w, bias, out_hw, padding, dilation, groups)
         geo = self._geo((kh, kw), stride, padding, dilation)
         p, dtype = ho * wo, y.dtype
         dx = self._ew._new((n, c, h, wd), dtype)
@@ -240,18 +304,21 @@ class CudaConvPrimitives(IgemmConvPrimitives, ConvPrimitives):
         return dx
 
     def conv2d_weight(self, x, gy, kernel_hw, stride, padding, dilation, groups):
+        kernel_hw, stride, padding, dilation = (tuple(kernel_hw), tuple(stride),
+                                                tuple(padding), tuple(dilation))
+        key = ("wgrad", x.dtype, gy.dtype, x.shape, gy.shape, kernel_hw, stride, padding,
+               dilation, groups, settings_key())
+        path, plan = self._route(key, lambda: self._conv2d_weight_route(
+            x, gy, kernel_hw, stride, padding, dilation, groups))
+        if path is None:
+            return super().conv2d_weight(x, gy, kernel_hw, stride, padding, dilation, groups)
+        x, gy = _contiguous(x), _contiguous(gy)
+        if plan is not None:
+            return self._ig_run_wgrad(plan, x, gy)
         n, c, h, wd = x.shape
         k, ho, wo = gy.shape[1:]
         kh, kw = kernel_hw
         cg = c // groups
-        if not self._gpu_ok((x, gy), (n * c * kh * kw, ho * wo), (n * k, ho * wo)):
-            return super().conv2d_weight(x, gy, kernel_hw, stride, padding, dilation, groups)
-        x, gy = _contiguous(x), _contiguous(gy)
-        path = self._path("wgrad", x.dtype, x.shape, (k, cg, kh, kw), gy.shape, stride,
-                          dilation, groups)
-        if path == "igemm":
-            return self._igemm_conv2d_weight(x, gy, kernel_hw, stride, padding, dilation,
-                                             groups)
         geo = self._geo(kernel_hw, stride, padding, dilation)
         p = ho * wo
         if path == "depthwise":

@@ -41,6 +41,7 @@ passes are graph-capturable.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -51,7 +52,7 @@ from ...precision import MATMUL_PRECISION
 
 __all__ = ["BF16", "F16", "TF32", "TF32X3", "IgemmConvPrimitives", "Tiles", "choose_path",
            "default_tiles", "fast_divider", "igemm_options", "igemm_variant", "set_conv_path",
-           "set_igemm_tiles", "set_igemm_variant", "type_code"]
+           "set_igemm_tiles", "set_igemm_variant", "settings_key", "type_code"]
 
 BF16, F16, TF32, TF32X3 = 0, 1, 2, 3  # ST_IGEMM_TYPE
 FWD, WGRAD = 0, 1  # ST_IGEMM_KIND (the input gradient runs the forward kernel)
@@ -65,6 +66,43 @@ _PATHS = ("auto", "igemm", "im2col")
 _FORCED: list = [None]
 _VARIANTS = ("auto", "v1", "v2")
 _VARIANT: list = [None]
+_SETTINGS_VERSION = [0]  # bumped by set_conv_path / set_igemm_variant / set_igemm_tiles
+_ENV_KEYS = ("SCITENSOR_CONV_PATH", "SCITENSOR_CONV_VARIANT", "SCITENSOR_CONV_TILES")
+
+
+def _env_reader():
+    """A function returning the three override variables' raw values. Reads
+    ``os.environ``'s own dict where CPython has one (0.1 us instead of 2 us for three
+    ``os.environ.get`` calls, which encode each key): every conv call reads them."""
+    data, encode = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and callable(encode):
+        try:
+            k0, k1, k2 = (encode(k) for k in _ENV_KEYS)
+        except Exception:  # pragma: no cover - an unusual platform: the public API below
+            pass
+        else:
+            get = data.get
+            return lambda: (get(k0), get(k1), get(k2))
+    return lambda: tuple(os.environ.get(k) for k in _ENV_KEYS)
+
+
+_read_env = _env_reader()
+
+
+def settings_key() -> tuple:
+    """Everything besides the arguments that the cached path and launch decisions depend
+    on: the matmul precision (float32's kernel type), the setters' state and the
+    ``SCITENSOR_CONV_*`` environment variables (read on every call, so a changed variable
+    takes effect at once).
+
+    Example:
+        >>> from scitensor.backends.cuda.conv_igemm import set_conv_path, settings_key
+        >>> before = settings_key()
+        >>> set_conv_path("im2col"); set_conv_path(None)
+        >>> settings_key() != before
+        True
+    """
+    return (MATMUL_PRECISION[0], _SETTINGS_VERSION[0], *_read_env())
 
 
 def set_igemm_variant(variant: str | None) -> None:
@@ -74,6 +112,7 @@ def set_igemm_variant(variant: str | None) -> None:
         raise ValueError(f"set_igemm_variant: unknown variant {variant!r}; use one of "
                          f"{_VARIANTS}")
     _VARIANT[0] = None if variant == "auto" else variant
+    _SETTINGS_VERSION[0] += 1
 
 
 def igemm_variant(pass_: str, code: int, gathered: int, m: int) -> str:
@@ -111,6 +150,7 @@ def set_conv_path(path: str | None) -> None:
     if path not in (None, *_PATHS):
         raise ValueError(f"set_conv_path: unknown path {path!r}; use one of {_PATHS}")
     _FORCED[0] = None if path == "auto" else path
+    _SETTINGS_VERSION[0] += 1
 
 
 def _forced() -> str | None:
@@ -162,7 +202,7 @@ def choose_path(pass_: str, np_dtype, arch: int, x_shape, w_shape, y_shape, stri
     if cg == 1 and groups > 1 and (pass_ != "wgrad" or max(kh, kw) <= 7):
         return "depthwise"
     supported = (type_code(np_dtype) is not None and arch >= 80
-                 and max(int(np.prod(x_shape)), int(np.prod(y_shape))) < _INT32
+                 and max(math.prod(x_shape), math.prod(y_shape)) < _INT32
                  and max(*x_shape[2:], *y_shape[2:]) < _COORD
                  and max(stride) * max(y_shape[2:]) < _COORD  # bounds the padding too
                  and max((kh - 1) * dilation[0], (kw - 1) * dilation[1]) < _COORD)
@@ -255,6 +295,7 @@ def set_igemm_tiles(kind: str, tiles: Tiles | None) -> None:
         _OVERRIDES.pop(kind, None)
     else:
         _OVERRIDES[kind] = tiles
+    _SETTINGS_VERSION[0] += 1
 
 
 def _env_tiles(kind: str) -> Tiles | None:
@@ -375,8 +416,55 @@ SIG_REDUCE = "ppiq"
 _TAP_INTS = 4  # IgTap: delta, dr, ds, pad
 
 
+_ALIGN = 256  # byte alignment of each region of a pass's scratch buffer
+_CACHE_LIMIT = 4096  # cached plans per backend
+_BYTES = np.dtype(np.uint8)
+
+
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def _regions(*sizes: int) -> tuple[list[int], int]:
+    """Byte offsets of consecutive regions of ``sizes`` bytes, each ``_ALIGN``-aligned, and
+    the total: a pass's temporaries share one scratch allocation."""
+    offsets, total = [], 0
+    for size in sizes:
+        offsets.append(total)
+        total += _ceil(size, _ALIGN) * _ALIGN
+    return offsets, max(total, 1)
+
+
+@dataclass(frozen=True)
+class _GemmPlan:
+    """Everything but the pointers of one forward-kernel pass (conv2d, or its input gradient
+    as a forward pass over dy): the output shape, the scratch bytes, and per launch the
+    kernel, grid, block (and dynamic shared memory) and the scalar arguments. ``prep``:
+    ``(kernel, blocks, taps offset, packed-weight offset, args)``; ``nhwc`` (v2): ``(kernel,
+    blocks, offset, args)`` or None; ``gemm``: ``(kernel, blocks, threads, smem or None,
+    args)``."""
+
+    out_shape: tuple
+    scratch: int
+    prep: tuple
+    nhwc: tuple | None
+    gemm: tuple
+
+
+@dataclass(frozen=True)
+class _WgradPlan:
+    """The weight-gradient pass: ``prep`` ``(kernel, blocks, taps offset, args)``; ``nhwc_x``
+    / ``nhwc_gy`` (v2) ``(kernel, blocks, offset, args)`` or None; ``main`` ``(kernel,
+    blocks, threads, smem or None, partial offset or None, args)``; ``reduce`` ``(kernel,
+    blocks, args)`` or None (a single split writes dw itself)."""
+
+    out_shape: tuple
+    scratch: int
+    prep: tuple
+    nhwc_x: tuple | None
+    nhwc_gy: tuple | None
+    main: tuple
+    reduce: tuple | None
 
 
 class IgemmConvPrimitives:
@@ -386,179 +474,239 @@ class IgemmConvPrimitives:
     (an output; poisoned in tests), ``_ig_tmp(shape, dtype)`` (scratch), ``_ig_kernel(code,
     kind, tiles, name, signature)`` (a launcher ``k(blocks, threads, stream, *args)``),
     ``_ig_kernel_smem(...)`` (the same with dynamic shared memory: ``k(blocks, threads, smem,
-    stream, *args)``) and ``_ig_sm_count()``.
+    stream, *args)``) and ``_ig_sm_count()`` (constant per instance).
+
+    Host cost: every decision (variant, tiles, grids, split plan, fast dividers, scratch
+    layout, the kernel launchers) is a pure function of the shapes, dtype, geometry and
+    :func:`settings_key`, so it is made once per distinct call and cached on the instance
+    (:meth:`_ig_plan`); a call then allocates the output and one scratch buffer and packs
+    pointers into 2-5 launches.
     """
 
     # weight gradient: at least this many k tiles per split (the fixed cost of a split is its
     # prologue and its partial tile); splits are chosen to give about two CTAs per SM
     _ig_min_ktiles = 8
 
-    def _ig_prep(self, code, kind, tiles, w, taps_geo, ntaps, pack=None, chunks=(0, 1, 1)):
-        """Launch st_igemm_prep: the tap table of ``ntaps`` rows over ``taps_geo = (kgemm,
-        in_hw, in_w, kh, kw, dh, dw)`` of the gathered tensor, and when ``pack = (mode, groups,
-        M, Mpad, Kpad, Cgw, Kgw)`` the packed weight too. ``chunks = (tapmode, cgath, vec)``:
-        tapmode 1 is v2's table (one row per ``vec`` reduction indices ordered (r, s, c) over
-        ``cgath`` channels; ``in_hw`` is then the NHWC channel count). Returns ``(taps,
-        wp)``."""
+    # ---- plans ---------------------------------------------------------------------------
+    def _ig_plan(self, pass_: str, dtype, shapes: tuple, geo: tuple):
+        """The cached plan of one pass: ``"fwd"`` (shapes ``(x, w, out_hw)``, geo ``(stride,
+        padding, dilation, groups)``), ``"dgrad"`` (``(dy, w, out_hw)``, ``(padding,
+        dilation, groups)``) or ``"wgrad"`` (``(x, dy, kernel_hw)``, ``(stride, padding,
+        dilation, groups)``)."""
+        plans = self.__dict__.get("_ig_plans")
+        if plans is None:
+            plans = self.__dict__["_ig_plans"] = {}
+        key = (pass_, dtype, shapes, geo, settings_key(), self._ig_min_ktiles)
+        plan = plans.get(key)
+        if plan is None:
+            if pass_ == "wgrad":
+                plan = self._ig_wgrad_plan(dtype, *shapes, *geo)
+            elif pass_ == "fwd":
+                (x_shape, w_shape, out_hw), (stride, padding, dilation, groups) = shapes, geo
+                k, cg = w_shape[:2]
+                code = type_code(dtype)
+                v2 = igemm_variant("fwd", code, cg, k // groups) == "v2"
+                plan = self._ig_gemm_plan(code, v2, dtype, x_shape, w_shape, 0, groups,
+                                          k // groups, cg, dilation, out_hw, stride, padding)
+            else:
+                (y_shape, w_shape, out_hw), (padding, dilation, groups) = shapes, geo
+                k, cg, kh, kw = w_shape
+                code = type_code(dtype)
+                pads = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+                v2 = igemm_variant("dgrad", code, k // groups, cg) == "v2"
+                plan = self._ig_gemm_plan(code, v2, dtype, y_shape, w_shape, 1, groups, cg,
+                                          k // groups, dilation, out_hw, (1, 1), pads)
+            if len(plans) >= _CACHE_LIMIT:  # many distinct shapes: start over
+                plans.clear()
+            plans[key] = plan
+        return plan
+
+    def _ig_prep_args(self, taps_geo, ntaps, pack=None, chunks=(0, 1, 1)):
+        """``(blocks, args)`` of st_igemm_prep: the tap table of ``ntaps`` rows over
+        ``taps_geo = (kgemm, in_hw, in_w, kh, kw, dh, dw)`` of the gathered tensor, and when
+        ``pack = (mode, groups, M, Mpad, Kpad, Cgw, Kgw)`` the packed weight too. ``chunks =
+        (tapmode, cgath, vec)``: tapmode 1 is v2's table (one row per ``vec`` reduction
+        indices ordered (r, s, c) over ``cgath`` channels; ``in_hw`` is then the NHWC channel
+        count)."""
         kgemm, in_hw, in_w, kh, kw, dh, dw = taps_geo
-        taps = self._ig_tmp((ntaps, _TAP_INTS), np.int32)
-        wp, total = None, ntaps
         mode, groups, m, mpad, kpad, cgw, kgw = pack or (0, 1, 0, 0, 0, 0, 0)
-        if pack is not None:
-            wp = self._ig_tmp((groups, mpad, kpad), w.dtype)
-            total = max(ntaps, groups * mpad * kpad)
-        threads = 256
-        blocks = max(1, min(_ceil(total, threads), 8 * self._ig_sm_count()))
-        self._ig_kernel(code, kind, tiles, "st_igemm_prep", SIG_PREP)(
-            blocks, threads, self._ig_stream(), self._ig_ptr(w if wp is not None else None),
-            self._ig_ptr(wp), self._ig_ptr(taps), mode, groups, m, mpad, kgemm, kpad, cgw, kgw,
-            kh, kw, in_hw, in_w, dh, dw, ntaps, *chunks)
-        return taps, wp
+        total = max(ntaps, groups * mpad * kpad) if pack is not None else ntaps
+        blocks = max(1, min(_ceil(total, 256), 8 * self._ig_sm_count()))
+        return blocks, (mode, groups, m, mpad, kgemm, kpad, cgw, kgw, kh, kw, in_hw, in_w, dh,
+                        dw, ntaps, *chunks)
 
-    def _ig_nhwc(self, code, kind, tiles, a):
-        """``a`` (N, C, H, W) as a contiguous (N, H, W, C) scratch array (st_igemm_nhwc)."""
-        n, c, h, wd = a.shape
-        out = self._ig_tmp((n, h, wd, c), a.dtype)
+    def _ig_nhwc_plan(self, code, kind, tiles, shape, offset):
+        """st_igemm_nhwc of an (N, C, H, W) tensor into the scratch region at ``offset``."""
+        n, c, h, wd = shape
         tc, thw = _ceil(c, 32), _ceil(h * wd, 32)
-        self._ig_kernel(code, kind, tiles, "st_igemm_nhwc", SIG_NHWC)(
-            n * tc * thw, 256, self._ig_stream(), self._ig_ptr(a), self._ig_ptr(out), c, h * wd,
-            tc, thw)
-        return out
+        return (self._ig_kernel(code, kind, tiles, "st_igemm_nhwc", SIG_NHWC), n * tc * thw,
+                offset, (c, h * wd, tc, thw))
 
-    def _ig_gemm2(self, code, src, wmat, bias, out, pack_mode, groups, m, cg_src, rs, in_geo,
-                  out_hw, stride, pads):
-        """``_ig_gemm`` on the v2 kernel: ``src`` transposed to NHWC, reduction ordered
-        (r, s, c), every tile by 16-byte cp.async."""
-        n, c, h, wd = src.shape
-        p, q = out_hw
-        kh, kw = rs
-        es = 2 if code in (BF16, F16) else 4
-        vec = 16 // es
-        kgemm = cg_src * kh * kw
-        tiles = default_tiles(FWD2, code, m)
-        kpad, tiles_m = _ceil(kgemm, tiles.bk) * tiles.bk, _ceil(m, tiles.bm)
-        mpad = tiles_m * tiles.bm
-        kg_w = wmat.shape[0] // groups
-        taps, wp = self._ig_prep(code, FWD2, tiles, wmat,
-                                 (kgemm, c, wd, kh, kw, in_geo[0], in_geo[1]), kpad // vec,
-                                 (pack_mode + 2, groups, m, mpad, kpad, wmat.shape[1], kg_w),
-                                 (1, cg_src, vec))
-        src_t = self._ig_nhwc(code, FWD2, tiles, src)
-        ngemm = n * p * q
-        tiles_n = _ceil(ngemm, tiles.bn)
-        mp, sp = fast_divider(p * q)
-        mq, sq = fast_divider(q)
-        self._ig_kernel_smem(code, FWD2, tiles, "st_igemm_fwd2", SIG_FWD)(
-            tiles_m * tiles_n * groups, tiles.threads, tiles.smem_bytes(FWD2, es),
-            self._ig_stream(), self._ig_ptr(src_t), self._ig_ptr(wp), self._ig_ptr(taps),
-            self._ig_ptr(bias), self._ig_ptr(out), c, h, wd, cg_src, m, mpad, groups * m, p, q,
-            stride[0], stride[1], pads[0], pads[1], kpad, ngemm, tiles_m, tiles_n, mp, sp, mq,
-            sq)
-        return out
+    def _ig_gemm_plan(self, code, v2, dtype, src_shape, w_shape, pack_mode, groups, m, cg_src,
+                      in_geo, out_hw, stride, pads) -> _GemmPlan:
+        """The forward kernel's pass: ``out (N, groups*m, P, Q)`` from ``src (N, C, H, W)``.
 
-    def _ig_gemm(self, code, src, wmat, bias, out, pack_mode, groups, m, cg_src, rs, in_geo,
-                 out_hw, stride, pads):
-        """The forward kernel: ``out (N, groups*m, P, Q)`` from ``src (N, C, H, W)``.
-
-        ``wmat``: the conv weight; ``pack_mode`` 0 packs it as is (forward), 1 transposed and
-        flipped (input gradient); ``cg_src``: gathered channels per group; ``rs = (kh, kw)``;
-        ``in_geo = (dh, dw)``; ``pads = (pt, pl)`` of the gathered tensor.
+        ``w_shape``: the conv weight's; ``pack_mode`` 0 packs it as is (forward), 1
+        transposed and flipped (input gradient); ``cg_src``: gathered channels per group;
+        ``in_geo = (dh, dw)``; ``pads = (pt, pl)`` of the gathered tensor. ``v2``: transpose
+        ``src`` to NHWC first and run st_igemm_fwd2 (reduction ordered (r, s, c), every tile
+        by 16-byte cp.async); else st_igemm_fwd on NCHW.
         """
-        n, c, h, wd = src.shape
+        n, c, h, wd = src_shape
         p, q = out_hw
-        kh, kw = rs
+        kh, kw = w_shape[2:]
+        es = np.dtype(dtype).itemsize
+        kind = FWD2 if v2 else FWD
         kgemm = cg_src * kh * kw
-        tiles = default_tiles(FWD, code, m)
+        tiles = default_tiles(kind, code, m)
         kpad, tiles_m = _ceil(kgemm, tiles.bk) * tiles.bk, _ceil(m, tiles.bm)
         mpad = tiles_m * tiles.bm
-        kg_w = wmat.shape[0] // groups
-        taps, wp = self._ig_prep(code, FWD, tiles, wmat,
-                                 (kgemm, h * wd, wd, kh, kw, in_geo[0], in_geo[1]), kpad,
-                                 (pack_mode, groups, m, mpad, kpad, wmat.shape[1], kg_w))
+        pack = (pack_mode + (2 if v2 else 0), groups, m, mpad, kpad, w_shape[1],
+                w_shape[0] // groups)
+        if v2:
+            vec = 16 // (2 if code in (BF16, F16) else 4)
+            taps_geo, ntaps, chunks = (kgemm, c, wd, kh, kw, *in_geo), kpad // vec, (1, cg_src,
+                                                                                   vec)
+        else:
+            taps_geo, ntaps, chunks = (kgemm, h * wd, wd, kh, kw, *in_geo), kpad, (0, 1, 1)
+        (taps_off, wp_off, src_off), scratch = _regions(
+            ntaps * _TAP_INTS * 4, groups * mpad * kpad * es, n * c * h * wd * es if v2 else 0)
+        blocks, args = self._ig_prep_args(taps_geo, ntaps, pack, chunks)
+        prep = (self._ig_kernel(code, kind, tiles, "st_igemm_prep", SIG_PREP), blocks, taps_off,
+                wp_off, args)
+        nhwc = self._ig_nhwc_plan(code, kind, tiles, src_shape, src_off) if v2 else None
         ngemm = n * p * q
         tiles_n = _ceil(ngemm, tiles.bn)
-        mp, sp = fast_divider(p * q)
-        mq, sq = fast_divider(q)
-        self._ig_kernel(code, FWD, tiles, "st_igemm_fwd", SIG_FWD)(
-            tiles_m * tiles_n * groups, tiles.threads, self._ig_stream(), self._ig_ptr(src),
-            self._ig_ptr(wp), self._ig_ptr(taps), self._ig_ptr(bias), self._ig_ptr(out), c, h,
-            wd, cg_src, m, mpad, groups * m, p, q, stride[0], stride[1], pads[0], pads[1], kpad,
-            ngemm, tiles_m, tiles_n, mp, sp, mq, sq)
-        return out
+        args = (c, h, wd, cg_src, m, mpad, groups * m, p, q, stride[0], stride[1], pads[0],
+                pads[1], kpad, ngemm, tiles_m, tiles_n, *fast_divider(p * q), *fast_divider(q))
+        blocks = tiles_m * tiles_n * groups
+        if v2:
+            gemm = (self._ig_kernel_smem(code, kind, tiles, "st_igemm_fwd2", SIG_FWD), blocks,
+                    tiles.threads, tiles.smem_bytes(kind, es), args)
+        else:
+            gemm = (self._ig_kernel(code, kind, tiles, "st_igemm_fwd", SIG_FWD), blocks,
+                    tiles.threads, None, args)
+        return _GemmPlan((n, groups * m, p, q), scratch, prep, nhwc, gemm)
 
-    def _igemm_conv2d(self, x, w, bias, out_hw, stride, padding, dilation, groups):
-        """conv2d on the implicit-GEMM kernel (contiguous ``x``, ``w``, ``bias``)."""
-        k, cg, kh, kw = w.shape
-        code = type_code(x.dtype)
-        out = self._ig_out((x.shape[0], k, *out_hw), x.dtype)
-        gemm = self._ig_gemm2 if igemm_variant("fwd", code, cg, k // groups) == "v2" else \
-            self._ig_gemm
-        return gemm(code, x, w, bias, out, 0, groups, k // groups, cg, (kh, kw), dilation,
-                    out_hw, stride, padding)
-
-    def _igemm_conv_transpose2d(self, y, w, bias, out_hw, padding, dilation, groups):
-        """conv2d's input gradient for stride 1: a forward pass over ``y`` with the weight
-        transposed per group and flipped, and padding ``d*(k-1) - p`` (may be negative)."""
-        k, cg, kh, kw = w.shape
-        code = type_code(y.dtype)
-        out = self._ig_out((y.shape[0], cg * groups, *out_hw), y.dtype)
-        pads = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
-        gemm = self._ig_gemm2 if igemm_variant("dgrad", code, k // groups, cg) == "v2" else \
-            self._ig_gemm
-        return gemm(code, y, w, bias, out, 1, groups, cg, k // groups, (kh, kw), dilation,
-                    out_hw, (1, 1), pads)
-
-    def _igemm_conv2d_weight(self, x, gy, kernel_hw, stride, padding, dilation, groups):
+    def _ig_wgrad_plan(self, dtype, x_shape, gy_shape, kernel_hw, stride, padding, dilation,
+                       groups) -> _WgradPlan:
         """conv2d's weight gradient: split reduction over pixels, then a fixed-order sum."""
-        n, c, h, wd = x.shape
-        ktot, p, q = gy.shape[1:]
+        n, c, h, wd = x_shape
+        ktot, p, q = gy_shape[1:]
         kh, kw = kernel_hw
         cg, m = c // groups, ktot // groups
-        code = type_code(x.dtype)
+        code = type_code(dtype)
         ncols = cg * kh * kw
         v2 = igemm_variant("wgrad", code, cg, m) == "v2"
         kind = WGRAD2 if v2 else WGRAD
         tiles = default_tiles(kind, code, m, ncols)
-        es = 2 if code in (BF16, F16) else 4
+        es = np.dtype(dtype).itemsize
         tiles_m, tiles_n = _ceil(m, tiles.bm), _ceil(ncols, tiles.bn)
-        if v2:
-            vec = 16 // es
-            taps, _ = self._ig_prep(code, kind, tiles, None,
-                                    (ncols, c, wd, kh, kw, dilation[0], dilation[1]),
-                                    tiles_n * tiles.bn // vec, None, (1, cg, vec))
-            x = self._ig_nhwc(code, kind, tiles, x)
-            gy = self._ig_nhwc(code, kind, tiles, gy)
-        else:
-            taps, _ = self._ig_prep(code, WGRAD, tiles, None,
-                                    (ncols, h * wd, wd, kh, kw, dilation[0], dilation[1]),
-                                    tiles_n * tiles.bn)
         npq = n * p * q
         base = tiles_m * tiles_n * groups
         splits = max(1, min(_ceil(2 * self._ig_sm_count(), base),
                             npq // (self._ig_min_ktiles * tiles.bk)))
         chunk = _ceil(_ceil(npq, splits), tiles.bk) * tiles.bk
         splits = _ceil(npq, chunk)  # no empty split
-        dw = self._ig_out((ktot, cg, kh, kw), x.dtype)
-        partial = self._ig_tmp((splits, ktot, ncols), np.float32) if splits > 1 else None
-        mp, sp = fast_divider(p * q)
-        mq, sq = fast_divider(q)
-        stream = self._ig_stream()
         if v2:
-            launch = functools.partial(
-                self._ig_kernel_smem(code, kind, tiles, "st_igemm_wgrad2", SIG_WGRAD),
-                base * splits, tiles.threads, tiles.smem_bytes(kind, es))
+            vec = 16 // (2 if code in (BF16, F16) else 4)
+            ntaps = tiles_n * tiles.bn // vec
+            taps_geo, chunks = (ncols, c, wd, kh, kw, *dilation), (1, cg, vec)
         else:
-            launch = functools.partial(
-                self._ig_kernel(code, kind, tiles, "st_igemm_wgrad", SIG_WGRAD), base * splits,
-                tiles.threads)
-        launch(stream, self._ig_ptr(x), self._ig_ptr(gy), self._ig_ptr(taps),
-               self._ig_ptr(partial), self._ig_ptr(dw), c, h, wd, cg, ktot, m, ncols, p, q,
-               stride[0], stride[1], padding[0], padding[1], npq, chunk, groups, tiles_m,
-               tiles_n, mp, sp, mq, sq)
-        if partial is not None:
+            ntaps = tiles_n * tiles.bn
+            taps_geo, chunks = (ncols, h * wd, wd, kh, kw, *dilation), (0, 1, 1)
+        (taps_off, x_off, gy_off, part_off), scratch = _regions(
+            ntaps * _TAP_INTS * 4, n * c * h * wd * es if v2 else 0,
+            n * ktot * p * q * es if v2 else 0, splits * ktot * ncols * 4 if splits > 1 else 0)
+        blocks, args = self._ig_prep_args(taps_geo, ntaps, None, chunks)
+        prep = (self._ig_kernel(code, kind, tiles, "st_igemm_prep", SIG_PREP), blocks, taps_off,
+                args)
+        nhwc_x = self._ig_nhwc_plan(code, kind, tiles, x_shape, x_off) if v2 else None
+        nhwc_gy = self._ig_nhwc_plan(code, kind, tiles, gy_shape, gy_off) if v2 else None
+        args = (c, h, wd, cg, ktot, m, ncols, p, q, stride[0], stride[1], padding[0],
+                padding[1], npq, chunk, groups, tiles_m, tiles_n, *fast_divider(p * q),
+                *fast_divider(q))
+        if v2:
+            main = (self._ig_kernel_smem(code, kind, tiles, "st_igemm_wgrad2", SIG_WGRAD),
+                    base * splits, tiles.threads, tiles.smem_bytes(kind, es), part_off, args)
+        else:
+            main = (self._ig_kernel(code, kind, tiles, "st_igemm_wgrad", SIG_WGRAD),
+                    base * splits, tiles.threads, None, part_off, args)
+        reduce = None
+        if splits > 1:
             total = ktot * ncols
-            threads = 256
-            self._ig_kernel(code, kind, tiles, "st_igemm_wgrad_reduce", SIG_REDUCE)(
-                max(1, min(_ceil(total, threads), 8 * self._ig_sm_count())), threads, stream,
-                self._ig_ptr(partial), self._ig_ptr(dw), splits, total)
+            reduce = (self._ig_kernel(code, kind, tiles, "st_igemm_wgrad_reduce", SIG_REDUCE),
+                      max(1, min(_ceil(total, 256), 8 * self._ig_sm_count())), (splits, total))
+        else:
+            main = main[:4] + (None,) + main[5:]
+        return _WgradPlan((ktot, cg, kh, kw), scratch, prep, nhwc_x, nhwc_gy, main, reduce)
+
+    # ---- launches ------------------------------------------------------------------------
+    def _ig_run_gemm(self, plan: _GemmPlan, src, w, bias, dtype):
+        out = self._ig_out(plan.out_shape, dtype)
+        scratch = self._ig_tmp((plan.scratch,), _BYTES)  # every byte read is written first
+        base = self._ig_ptr(scratch)
+        stream = self._ig_stream()
+        kern, blocks, taps_off, wp_off, args = plan.prep
+        taps, wp = base + taps_off, base + wp_off
+        kern(blocks, 256, stream, self._ig_ptr(w), wp, taps, *args)
+        src_ptr = self._ig_ptr(src)
+        if plan.nhwc is not None:
+            kern, blocks, off, args = plan.nhwc
+            kern(blocks, 256, stream, src_ptr, base + off, *args)
+            src_ptr = base + off
+        kern, blocks, threads, smem, args = plan.gemm
+        if smem is None:
+            kern(blocks, threads, stream, src_ptr, wp, taps, self._ig_ptr(bias),
+                 self._ig_ptr(out), *args)
+        else:
+            kern(blocks, threads, smem, stream, src_ptr, wp, taps, self._ig_ptr(bias),
+                 self._ig_ptr(out), *args)
+        return out
+
+    def _ig_run_wgrad(self, plan: _WgradPlan, x, gy):
+        dw = self._ig_out(plan.out_shape, x.dtype)
+        scratch = self._ig_tmp((plan.scratch,), _BYTES)
+        base = self._ig_ptr(scratch)
+        stream = self._ig_stream()
+        kern, blocks, taps_off, args = plan.prep
+        taps = base + taps_off
+        kern(blocks, 256, stream, 0, 0, taps, *args)
+        x_ptr, gy_ptr, dw_ptr = self._ig_ptr(x), self._ig_ptr(gy), self._ig_ptr(dw)
+        if plan.nhwc_x is not None:
+            kern, blocks, off, args = plan.nhwc_x
+            kern(blocks, 256, stream, x_ptr, base + off, *args)
+            x_ptr = base + off
+            kern, blocks, off, args = plan.nhwc_gy
+            kern(blocks, 256, stream, gy_ptr, base + off, *args)
+            gy_ptr = base + off
+        kern, blocks, threads, smem, part_off, args = plan.main
+        part = 0 if part_off is None else base + part_off
+        if smem is None:
+            kern(blocks, threads, stream, x_ptr, gy_ptr, taps, part, dw_ptr, *args)
+        else:
+            kern(blocks, threads, smem, stream, x_ptr, gy_ptr, taps, part, dw_ptr, *args)
+        if plan.reduce is not None:
+            kern, blocks, args = plan.reduce
+            kern(blocks, 256, stream, part, dw_ptr, *args)
         return dw
+
+    # ---- the three passes (contiguous arrays) ----------------------------------------------
+    def _igemm_conv2d(self, x, w, bias, out_hw, stride, padding, dilation, groups):
+        """conv2d on the implicit-GEMM kernel (contiguous ``x``, ``w``, ``bias``)."""
+        plan = self._ig_plan("fwd", x.dtype, (x.shape, w.shape, tuple(out_hw)),
+                             (tuple(stride), tuple(padding), tuple(dilation), groups))
+        return self._ig_run_gemm(plan, x, w, bias, x.dtype)
+
+    def _igemm_conv_transpose2d(self, y, w, bias, out_hw, padding, dilation, groups):
+        """conv2d's input gradient for stride 1: a forward pass over ``y`` with the weight
+        transposed per group and flipped, and padding ``d*(k-1) - p`` (may be negative)."""
+        plan = self._ig_plan("dgrad", y.dtype, (y.shape, w.shape, tuple(out_hw)),
+                             (tuple(padding), tuple(dilation), groups))
+        return self._ig_run_gemm(plan, y, w, bias, y.dtype)
+
+    def _igemm_conv2d_weight(self, x, gy, kernel_hw, stride, padding, dilation, groups):
+        """conv2d's weight gradient: split reduction over pixels, then a fixed-order sum."""
+        plan = self._ig_plan("wgrad", x.dtype, (x.shape, gy.shape, tuple(kernel_hw)),
+                             (tuple(stride), tuple(padding), tuple(dilation), groups))
+        return self._ig_run_wgrad(plan, x, gy)

@@ -10,6 +10,15 @@ layouts no stride describes (e.g. partial broadcasts, negative strides) are copi
 Per (shapes, strides, dtype, precision, alignment) the matmul descriptor, the layouts and
 the heuristic's algorithm are cached, so a call costs one dict lookup and one cuBLASLt call;
 the workspace is preallocated with plain ``cudaMalloc`` (a fixed address, as graphs need).
+Among the heuristic's candidates the fastest is picked by timing them once on the first
+call (:meth:`CublasLt._autotune`), except in deterministic mode (below).
+
+Deterministic mode (``st.set_deterministic(True)``): timing can pick another algorithm in
+another process, and two algorithms round differently. There the plan keeps the heuristic's
+first candidate, which depends only on the GPU, the library version, the shapes, the
+alignments and the preference, and its preference excludes the in-place split-K reduction
+(see :data:`DETERMINISTIC_REDUCTIONS`). Plans are keyed by the mode, so a deterministic plan
+and an autotuned one never mix.
 
 float32 is exact IEEE by default; ``scitensor.set_matmul_precision("tf32")`` opts into TF32.
 float16/bfloat16 accumulate in float32; float64 in float64.
@@ -32,16 +41,31 @@ import numpy as np
 
 from ... import dtypes as dt
 from ...precision import MATMUL_PRECISION
+from ...runtime import DETERMINISTIC
 from .elementwise import new_array
 from .errors import CudaError
 
-__all__ = ["EPILOGUES", "CublasLt"]
+__all__ = ["DETERMINISTIC_REDUCTIONS", "EPILOGUES", "CublasLt"]
 
 WORKSPACE_BYTES = 32 * 1024 * 1024  # what cuBLAS recommends on Hopper
 CANDIDATES = 8  # heuristic results timed once per geometry (autotuning)
 AUTOTUNE_MIN_MACS = 1 << 24  # below this the launch overhead dominates: take the first
 AUTOTUNE_MAX_MS = 2.0  # a first candidate this slow means a big GEMM: the heuristic is fine
 _OP_N, _OP_T = 0, 1
+# cublasLtReductionScheme_t: NONE 0, INPLACE 1, COMPUTE_TYPE 2, OUTPUT_TYPE 4 (MASK 7).
+# The cuBLAS guide ("Results reproducibility") says every cuBLAS routine of one toolkit
+# version gives the same bits on every run on GPUs of the same architecture and SM count
+# (for several concurrent streams it names cublasLtMatmul with a workspace the caller owns,
+# as here); that holds for a given algorithm, so deterministic mode pins the algorithm
+# instead of timing the candidates, which can pick another one in another process.
+# For split-K ("cublasLtReductionScheme_t": portions of the dot product computed in
+# parallel) the guide documents NONE as "performed in one sequence" and COMPUTE_TYPE /
+# OUTPUT_TYPE as partials stored in the workspace and "reduced in a separate step"; INPLACE
+# adds the parts "in place" in the output buffer, in the output type, with "counters that
+# guarantee sequentiality" but no documented order. Deterministic mode masks INPLACE out with
+# CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, so the heuristic never returns an algorithm
+# that accumulates into the output in an order the documentation does not fix.
+DETERMINISTIC_REDUCTIONS = 0 | 2 | 4  # NONE | COMPUTE_TYPE | OUTPUT_TYPE
 # np dtype -> (cudaDataType, compute type exact, compute type tf32, scale numpy dtype)
 _R_16F, _R_16BF, _R_32F, _R_64F = 2, 14, 0, 1
 _C_32F, _C_32F_TF32, _C_64F = 68, 77, 70
@@ -109,7 +133,7 @@ class _Plan:
     """Cached descriptor, layouts and the chosen algorithm of one GEMM geometry."""
 
     __slots__ = ("desc", "layouts", "candidates", "algo", "algo_ptr", "ws_size", "tuned",
-                 "alpha_beta", "bias_attr", "aux_attr", "ptrs", "ptrs_addr")
+                 "deterministic", "alpha_beta", "bias_attr", "aux_attr", "ptrs", "ptrs_addr")
 
     def choose(self, i: int) -> None:
         self.algo = self.candidates[i:i + 1].copy()
@@ -160,8 +184,11 @@ class CublasLt:
     def _plan(self, key, epi=None):
         """Descriptor, layouts and heuristic candidates for ``key``; ``epi`` is ``(name,
         bias_ptr, aux_ptr, aux_ld)`` for an epilogue (pointers the heuristic reads for their
-        alignment). ``None`` when cuBLASLt offers no algorithm."""
+        alignment). ``None`` when cuBLASLt offers no algorithm. The key's last entry is the
+        deterministic-mode flag: then the preference excludes the in-place split-K reduction
+        and the plan keeps the heuristic's first candidate (never autotuned)."""
         (dtype, tf32, m, n, k, nb, ga, gb, al_a, al_b, al_c) = key[:11]
+        deterministic = key[-1]
         nb_macs = max(nb, 1)
         lt = self.lt
         cuda_type, c_exact, c_tf32, scale = _TYPES[dtype]
@@ -205,6 +232,8 @@ class CublasLt:
         sp(P.MIN_ALIGNMENT_B_BYTES, al_a)
         sp(P.MIN_ALIGNMENT_C_BYTES, al_c)
         sp(P.MIN_ALIGNMENT_D_BYTES, al_c)
+        if deterministic:
+            sp(P.REDUCTION_SCHEME_MASK, DETERMINISTIC_REDUCTIONS)
         results = np.zeros(CANDIDATES, dtype=lt.matmul_heuristic_result_dtype)
         count = np.zeros(1, dtype=np.int32)
         try:
@@ -227,7 +256,9 @@ class CublasLt:
         plan.ptrs = np.zeros(2, dtype=np.int64)  # bias and aux pointers, set before each call
         plan.ptrs_addr = plan.ptrs.ctypes.data
         plan.choose(0)
-        plan.tuned = len(plan.candidates) == 1 or nb_macs * m * n * k < AUTOTUNE_MIN_MACS
+        plan.deterministic = deterministic
+        plan.tuned = (deterministic or len(plan.candidates) == 1
+                      or nb_macs * m * n * k < AUTOTUNE_MIN_MACS)
         self.plans[key] = plan
         return plan
 
@@ -235,7 +266,12 @@ class CublasLt:
         """Time the heuristic's candidates on the real operands once; keep the fastest.
 
         Skipped while a CUDA graph is being captured (timing needs a host wait); the plan is
-        then tuned by the first eager call."""
+        then tuned by the first eager call. A deterministic-mode plan is never timed: it keeps
+        the heuristic's first candidate (see module docs)."""
+        if plan.deterministic:
+            plan.choose(0)
+            plan.tuned = True
+            return
         stream = cupy.cuda.get_current_stream(self.device_id)
         if stream.is_capturing():
             return
@@ -265,7 +301,9 @@ class CublasLt:
         dtype = a.dtype
         # fast path: a geometry seen before (shapes, strides, dtype, precision) whose plan
         # still fits the pointers' alignment; one dict lookup, no Python layout work
-        fkey = (a.shape, a.strides, b.shape, b.strides, dtype, b.dtype, MATMUL_PRECISION[0])
+        det = DETERMINISTIC[0]
+        fkey = (a.shape, a.strides, b.shape, b.strides, dtype, b.dtype, MATMUL_PRECISION[0],
+                det)
         hit = self._fast.get(fkey)
         if hit is not None:
             plan, out_shape, al_a, al_b, al_c = hit
@@ -316,15 +354,17 @@ class CublasLt:
         key = (dtype, tf32, mm, n, k, nbb, ga, gb,
                _alignment(pa, ga[4] * item if nbb > 1 else 0),
                _alignment(pb, gb[4] * item if nbb > 1 else 0),
-               _alignment(pc, mm * n * item if nbb > 1 else 0))
+               _alignment(pc, mm * n * item if nbb > 1 else 0), det)
         plan = self.plans.get(key)
         if plan is None:
             plan = self._plan(key)
             if plan is None:
+                mode = (" with deterministic mode's reduction schemes (st.set_deterministic"
+                        "(False) allows all)") if det else ""
                 raise CudaError(
-                    f"matmul: cuBLASLt found no algorithm for shapes {a.shape} x {b.shape} "
-                    f"(strides {a.strides}, {b.strides}), dtype {dtype}; make the operands "
-                    "contiguous (x.contiguous()) or use float32")
+                    f"matmul: cuBLASLt found no algorithm{mode} for shapes {a.shape} x "
+                    f"{b.shape} (strides {a.strides}, {b.strides}), dtype {dtype}; make the "
+                    "operands contiguous (x.contiguous()) or use float32")
         self._run(plan, pa, pb, pc, stream_ptr, a, b)
         if not copied and plan.tuned:
             self._fast[fkey] = (plan, out.shape, key[8], key[9], key[10])
@@ -355,8 +395,9 @@ class CublasLt:
         pa, pb, pc = a.data.ptr, b.data.ptr, out.data.ptr
         pbias = 0 if bias is None else bias.data.ptr
         paux = 0 if aux is None else aux.data.ptr
+        det = DETERMINISTIC[0]
         fkey = (a.shape, a.strides, b.shape, b.strides, dtype, MATMUL_PRECISION[0], epilogue,
-                aux_ld)
+                aux_ld, det)
         hit = self._epi_fast.get(fkey)
         if hit is not None:
             plan, al_a, al_b, al_c, al_bias, al_aux = hit
@@ -377,7 +418,7 @@ class CublasLt:
             return False
         tf32 = dtype == np.float32 and MATMUL_PRECISION[0] == "tf32"
         key = (dtype, tf32, m, n, k, 1, ga, gb, _alignment(pa), _alignment(pb),
-               _alignment(pc), epilogue, aux_ld, _alignment(pbias), _alignment(paux))
+               _alignment(pc), epilogue, aux_ld, _alignment(pbias), _alignment(paux), det)
         if key in self.unsupported:
             return False
         plan = self.plans.get(key)

@@ -93,7 +93,7 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
     def _norm_forward(self, x, weight, bias, eps, rms):
         n = x.shape[-1]
         rows = x.size // n
-        x2 = _prep(x.reshape(rows, n))
+        x2 = _prep(x if x.ndim == 2 else x.reshape(rows, n))
         (w, b), pf32 = self._params(x.dtype, weight, bias)
         y = self._new(x2.shape, x.dtype)
         stats = self._new((1 if rms else 2, rows), _F32)  # one allocation: rstd (and mean)
@@ -106,17 +106,20 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
                              _NORM_FWD_SIG)
         k(plan.blocks(rows), plan.threads, _stream().ptr, x2.data.ptr, _ptr(w), _ptr(b), pf32,
           y.data.ptr, _ptr(mean), rstd.data.ptr, rows, n, plan.tpr, float(eps), int(rms))
+        if x.ndim == 2:  # the usual (rows, n) call: the views already have the shapes
+            return y, mean, rstd
         shape = x.shape[:-1]
         return y.reshape(x.shape), None if rms else mean.reshape(shape), rstd.reshape(shape)
 
     def _norm_backward(self, g, x, mean, rstd, weight, need_param_grads, rms):
         n = x.shape[-1]
         rows = x.size // n
-        x2 = _prep(x.reshape(rows, n))
-        g2 = _prep(g.reshape(rows, n), x.dtype)
+        flat = x.ndim == 2
+        x2 = _prep(x if flat else x.reshape(rows, n))
+        g2 = _prep(g if g.ndim == 2 else g.reshape(rows, n), x.dtype)
         (w,), pf32 = self._params(x.dtype, weight)
-        mean = None if rms else _contig(mean.reshape(rows), _F32)
-        rstd = _contig(rstd.reshape(rows), _F32)
+        mean = None if rms else _contig(mean if mean.ndim == 1 else mean.reshape(rows), _F32)
+        rstd = _contig(rstd if rstd.ndim == 1 else rstd.reshape(rows), _F32)
         dx = self._new(x2.shape, x.dtype)
         vec = 16 // x.dtype.itemsize
         plan = pick_register(n, vec)
@@ -141,7 +144,8 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
             part = cupy.empty((sets, blocks * plan.rows_per_block, n), dtype=_F32)
         k(blocks, plan.threads, _stream().ptr, g2.data.ptr, x2.data.ptr, _ptr(mean),
           rstd.data.ptr, _ptr(w), pf32, dx.data.ptr, _ptr(part), rows, n, plan.tpr, int(rms))
-        dx = dx.reshape(x.shape)
+        if not flat:
+            dx = dx.reshape(x.shape)
         if not need_param_grads:
             return dx, None, None
         out = self._new((sets, n), _F32)

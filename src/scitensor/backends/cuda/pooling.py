@@ -7,10 +7,15 @@ per dtype, ``-DST_DTYPE=n``, compiled on first use through :mod:`.compiler`). It
 before ``ArrayBackend`` in the CUDA backend's bases; anything the kernels do not cover
 (float64, more than 2^30 elements) goes to the xp version through ``super()``.
 
-Everything device-specific goes through :meth:`_ptr`, :meth:`_stream`, :meth:`_kernel` and
-:meth:`_sm_count`, so a test can run this exact host code on NumPy arrays with the kernels
-compiled for the host. Nothing here synchronizes or copies to the host, so it works inside
-CUDA graph capture.
+Everything device-specific goes through :meth:`_ptr`, :meth:`_stream`, :meth:`_kernel`,
+:meth:`_sm_count` and :meth:`_empty`, so a test can run this exact host code on NumPy arrays
+with the kernels compiled for the host. Nothing here synchronizes or copies to the host, so it
+works inside CUDA graph capture.
+
+Host cost matters here (a CNN step makes ~30 of these launches): outputs come from the
+backend's direct array construction, each pass's small float32 temporaries share one
+allocation (addressed by pointer, returned statistics as views), and the running statistics
+and batch counter of a training step are one launch.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from ..xp_pooling import PoolingPrimitives, pool_output_size
 __all__ = ["CudaPoolingPrimitives"]
 
 _DTYPE_CODE = {np.dtype(np.float16): 0, dt.bfloat16.np: 1, np.dtype(np.float32): 2}
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_U8 = np.dtype(np.uint8)
+_I32 = np.dtype(np.int32)
 _INT_LIMIT = 1 << 30  # kernels index with int
 
 
@@ -33,6 +42,7 @@ class CudaPoolingPrimitives(PoolingPrimitives):
 
     _threads = 256
     _modules: dict = {}  # (source, dtype code, device id) -> LoadedModule
+    _launchers: dict = {}  # (source, kernel, dtype, device id) -> Kernel
     _sms: dict = {}
 
     # ---- device plumbing (overridden by the host emulation in the tests) ----------------
@@ -58,20 +68,39 @@ class CudaPoolingPrimitives(PoolingPrimitives):
 
     def _kernel(self, source: str, like, name: str, signature: str):
         dev = getattr(self, "index", None)
-        key = (source, _DTYPE_CODE[like.dtype], like.device.id if dev is None else dev)
-        mod = self._modules.get(key)
-        if mod is None:
-            from .compiler import load_module
+        if dev is None:
+            dev = like.device.id
+        key = (source, name, like.dtype, dev)
+        k = self._launchers.get(key)  # one lookup per launch once warm
+        if k is None:
+            code = _DTYPE_CODE[like.dtype]
+            mod = self._modules.get((source, code, dev))
+            if mod is None:
+                from .compiler import load_module
 
-            mod = self._modules[key] = load_module(source, key[2], getattr(self, "arch", None),
-                                                   options=(f"-DST_DTYPE={key[1]}",))
-        return mod.function(name, signature)
+                mod = self._modules[(source, code, dev)] = load_module(
+                    source, dev, getattr(self, "arch", None), options=(f"-DST_DTYPE={code}",))
+            k = self._launchers[key] = mod.function(name, signature)
+        return k
+
+    def _empty(self, shape, dtype):
+        """An uninitialised C-contiguous array: the CUDA backend's direct construction
+        (cheaper than ``cupy.empty``; the tests' NaN poisoning covers it), else ``xp.empty``."""
+        ew = getattr(self, "_ew", None)
+        if ew is None:
+            return self.xp.empty(shape, dtype=dtype)
+        return ew._new(shape, dtype)
 
     # ---- helpers ---------------------------------------------------------------------------
     def _launch(self, source, like, name, signature, items, *args, blocks=None):
         k = self._kernel(source, like, name, signature)
         if blocks is None:
-            blocks = max(1, min(-(-items // self._threads), self._sm_count(like) * 16))
+            blocks = -(-items // self._threads)
+            cap = self._sm_count(like) * 16
+            if blocks > cap:
+                blocks = cap
+            elif blocks < 1:
+                blocks = 1
         k(blocks, self._threads, self._stream(), *args)
 
     @staticmethod
@@ -82,27 +111,35 @@ class CudaPoolingPrimitives(PoolingPrimitives):
     def _aligned(self, *arrays, to: int = 16) -> bool:
         return all(self._ptr(a) % to == 0 for a in arrays)
 
+    def _contiguous(self, a):
+        """``a`` itself when C-contiguous, else a contiguous copy."""
+        return a if a.flags.c_contiguous else self.xp.ascontiguousarray(a)
+
     def _k2s2_f32(self, x, h, w, oh, ow) -> bool:
         """Whether the float32 2x2-stride-2 kernel (4 input columns per thread) applies."""
-        return (x.dtype == np.float32 and w % 4 == 0 and w == 2 * ow and h >= 2 * oh
+        return (x.dtype == _F32 and w % 4 == 0 and w == 2 * ow and h >= 2 * oh
                 and self._aligned(x))
 
     def _f32(self, a):
-        return None if a is None else self.xp.ascontiguousarray(self._cast(a, np.float32))
+        """A (C,) parameter as contiguous float32 (None stays None)."""
+        if a is None:
+            return None
+        if a.dtype != _F32:
+            a = self._cast(a, _F32)
+        return self._contiguous(a)
 
     # ---- max pooling ---------------------------------------------------------------------
     def max_pool2d(self, x, kernel, stride, padding, dilation, ceil_mode, with_argmax):
         if not self._ok(x):
             return super().max_pool2d(x, kernel, stride, padding, dilation, ceil_mode,
                                       with_argmax)
-        xp = self.xp
-        x = xp.ascontiguousarray(x)
+        x = self._contiguous(x)
         n, c, h, w = x.shape
         oh, ow = (pool_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a],
                                    dilation[a], ceil_mode) for a in (0, 1))
-        y = xp.empty((n, c, oh, ow), dtype=x.dtype)
+        y = self._empty((n, c, oh, ow), x.dtype)
         small = kernel[0] * kernel[1] <= 256
-        arg = (xp.empty(y.shape, dtype=np.uint8 if small else np.int32)
+        arg = (self._empty(y.shape, _U8 if small else _I32)
                if with_argmax else None)
         planes = n * c
         if y.size == 0:
@@ -134,11 +171,10 @@ class CudaPoolingPrimitives(PoolingPrimitives):
         if not self._ok(g) or n * c * input_hw[0] * input_hw[1] >= _INT_LIMIT:
             return super().max_pool2d_backward(g, argmax, input_hw, kernel, stride, padding,
                                                dilation)
-        xp = self.xp
-        g, argmax = xp.ascontiguousarray(g), xp.ascontiguousarray(argmax)
+        g, argmax = self._contiguous(g), self._contiguous(argmax)
         h, w = input_hw
         oh, ow = g.shape[2:]
-        dx = xp.empty((n, c, h, w), dtype=g.dtype)
+        dx = self._empty((n, c, h, w), g.dtype)
         planes = n * c
         if dx.size == 0:
             return dx
@@ -171,12 +207,11 @@ class CudaPoolingPrimitives(PoolingPrimitives):
         if not self._ok(x):
             return super().avg_pool2d(x, kernel, stride, padding, ceil_mode,
                                       count_include_pad, divisor_override)
-        xp = self.xp
-        x = xp.ascontiguousarray(x)
+        x = self._contiguous(x)
         n, c, h, w = x.shape
         oh, ow = (pool_output_size(x.shape[2 + a], kernel[a], stride[a], padding[a], 1,
                                    ceil_mode) for a in (0, 1))
-        y = xp.empty((n, c, oh, ow), dtype=x.dtype)
+        y = self._empty((n, c, oh, ow), x.dtype)
         if y.size == 0:
             return y
         div = int(divisor_override or 0)
@@ -202,11 +237,10 @@ class CudaPoolingPrimitives(PoolingPrimitives):
         if not self._ok(g) or n * c * input_hw[0] * input_hw[1] >= _INT_LIMIT:
             return super().avg_pool2d_backward(g, input_hw, kernel, stride, padding,
                                                count_include_pad, divisor_override)
-        xp = self.xp
-        g = xp.ascontiguousarray(g)
+        g = self._contiguous(g)
         h, w = input_hw
         oh, ow = g.shape[2:]
-        dx = xp.empty((n, c, h, w), dtype=g.dtype)
+        dx = self._empty((n, c, h, w), g.dtype)
         if dx.size == 0:
             return dx
         div = int(divisor_override or 0)
@@ -224,10 +258,9 @@ class CudaPoolingPrimitives(PoolingPrimitives):
     def adaptive_avg_pool2d(self, x, out_hw):
         if not self._ok(x):
             return super().adaptive_avg_pool2d(x, out_hw)
-        xp = self.xp
-        x = xp.ascontiguousarray(x)
+        x = self._contiguous(x)
         n, c, h, w = x.shape
-        y = xp.empty((n, c) + tuple(out_hw), dtype=x.dtype)
+        y = self._empty((n, c) + tuple(out_hw), x.dtype)
         if y.size == 0:
             return y
         if tuple(out_hw) == (1, 1):  # global pooling: one warp per plane
@@ -243,9 +276,8 @@ class CudaPoolingPrimitives(PoolingPrimitives):
         n, c = g.shape[:2]
         if not self._ok(g) or n * c * input_hw[0] * input_hw[1] >= _INT_LIMIT:
             return super().adaptive_avg_pool2d_backward(g, input_hw)
-        xp = self.xp
-        g = xp.ascontiguousarray(g)
-        dx = xp.empty((n, c) + tuple(input_hw), dtype=g.dtype)
+        g = self._contiguous(g)
+        dx = self._empty((n, c) + tuple(input_hw), g.dtype)
         if dx.size:
             self._launch("pooling.cu", g, "st_adaptive_avg_pool2d_bwd", "ppiiiii", dx.size,
                          self._ptr(g), self._ptr(dx), n * c, *input_hw, *g.shape[2:])
@@ -267,60 +299,82 @@ class CudaPoolingPrimitives(PoolingPrimitives):
     def batch_norm_train_forward(self, x, weight, bias, eps):
         if not self._ok(x) or x.size == 0:
             return super().batch_norm_train_forward(x, weight, bias, eps)
-        xp = self.xp
-        x = xp.ascontiguousarray(x)
+        x = self._contiguous(x)
         w, b = self._f32(weight), self._f32(bias)
         n, c, length, vec, splits = self._bn_layout(x)
-        f32 = np.float32
-        part = xp.empty(3 * c * splits, dtype=f32)
+        # one float32 scratch array: mean, var, invstd, scale (C each), then the 3*C*S
+        # partials; the first three are returned (views), the rest is read by pointer only
+        stats = self._empty((4 * c + 3 * c * splits,), _F32)
+        y = self._empty(x.shape, x.dtype)
+        base = self._ptr(stats)
+        scale, part = base + 12 * c, base + 16 * c
         self._launch("batchnorm.cu", x, "st_bn_stats_partial", "ppiiiii", 0, self._ptr(x),
-                     self._ptr(part), n, c, length, splits, vec, blocks=c * splits)
-        mean, var, invstd, scale = (xp.empty(c, dtype=f32) for _ in range(4))
-        self._launch("batchnorm.cu", x, "st_bn_stats_finalize", "piifppppp", c,
-                     self._ptr(part), splits, c, float(eps), self._ptr(w), self._ptr(mean),
-                     self._ptr(var), self._ptr(invstd), self._ptr(scale))
-        y = xp.empty(x.shape, dtype=x.dtype)
+                     part, n, c, length, splits, vec, blocks=c * splits)
+        self._launch("batchnorm.cu", x, "st_bn_stats_finalize", "piifppppp", c, part, splits,
+                     c, float(eps), self._ptr(w), base, base + 4 * c, base + 8 * c, scale)
         self._launch("batchnorm.cu", x, "st_bn_apply", "pppppiiii",
                      x.size // (16 // x.dtype.itemsize) if vec else x.size, self._ptr(x),
-                     self._ptr(y), self._ptr(mean), self._ptr(scale), self._ptr(b), c, length,
-                     x.size, vec)
-        return y, mean, var, invstd
+                     self._ptr(y), base, scale, self._ptr(b), c, length, x.size, vec)
+        return y, stats[:c], stats[c:2 * c], stats[2 * c:3 * c]
 
     def batch_norm_backward(self, g, x, mean, invstd, weight):
-        if not self._ok(x, g) or x.size == 0 or mean.dtype != np.float32:
+        if not self._ok(x, g) or x.size == 0 or mean.dtype != _F32:
             return super().batch_norm_backward(g, x, mean, invstd, weight)
-        xp = self.xp
-        x = xp.ascontiguousarray(x)
-        g = xp.ascontiguousarray(self._cast(g, x.dtype))
+        x = self._contiguous(x)
+        g = self._contiguous(g if g.dtype == x.dtype else self._cast(g, x.dtype))
         mean, invstd, w = self._f32(mean), self._f32(invstd), self._f32(weight)
         n, c, length, vec, splits = self._bn_layout(x, g)
-        f32 = np.float32
-        part = xp.empty(2 * c * splits, dtype=f32)
+        # one float32 scratch array: dweight, dbias (returned), the coefficients a, b, d
+        # (C each), then the 2*C*S partials
+        work = self._empty((5 * c + 2 * c * splits,), _F32)
+        dx = self._empty(x.shape, x.dtype)
+        base = self._ptr(work)
+        coef_a, coef_b, coef_d, part = (base + 4 * c * i for i in (2, 3, 4, 5))
         self._launch("batchnorm.cu", x, "st_bn_bwd_partial", "ppppiiiii", 0, self._ptr(g),
-                     self._ptr(x), self._ptr(mean), self._ptr(part), n, c, length, splits, vec,
+                     self._ptr(x), self._ptr(mean), part, n, c, length, splits, vec,
                      blocks=c * splits)
-        dweight, dbias, coef_a, coef_b, coef_d = (xp.empty(c, dtype=f32) for _ in range(5))
-        self._launch("batchnorm.cu", x, "st_bn_bwd_finalize", "piifppppppp", c,
-                     self._ptr(part), splits, c, float(n * length), self._ptr(invstd),
-                     self._ptr(w), self._ptr(dweight), self._ptr(dbias), self._ptr(coef_a),
-                     self._ptr(coef_b), self._ptr(coef_d))
-        dx = xp.empty(x.shape, dtype=x.dtype)
+        self._launch("batchnorm.cu", x, "st_bn_bwd_finalize", "piifppppppp", c, part, splits,
+                     c, float(n * length), self._ptr(invstd), self._ptr(w), base,
+                     base + 4 * c, coef_a, coef_b, coef_d)
         self._launch("batchnorm.cu", x, "st_bn_bwd_apply", "pppppppiiii",
                      x.size // (16 // x.dtype.itemsize) if vec else x.size, self._ptr(g),
-                     self._ptr(x), self._ptr(dx), self._ptr(mean), self._ptr(coef_a),
-                     self._ptr(coef_b), self._ptr(coef_d), c, length, x.size, vec)
-        return dx, dweight, dbias
+                     self._ptr(x), self._ptr(dx), self._ptr(mean), coef_a, coef_b, coef_d, c,
+                     length, x.size, vec)
+        return dx, work[:c], work[c:2 * c]
+
+    def batch_norm_update_running_inplace(self, running_mean, running_var, mean, var,
+                                          momentum, count, num_batches=None):
+        """One launch (``st_bn_update_running``) for both running statistics and the batch
+        counter; float64 running arrays, non-float32 statistics and non-contiguous arrays
+        take the xp path."""
+        running = [a for a in (running_mean, running_var) if a is not None]
+        if not (mean.dtype == _F32 and var.dtype == _F32 and mean.flags.c_contiguous
+                and var.flags.c_contiguous
+                and all(a.dtype in _DTYPE_CODE and a.flags.c_contiguous for a in running)
+                and (num_batches is None or (num_batches.dtype == _I64
+                                             and num_batches.size == 1
+                                             and num_batches.flags.c_contiguous))):
+            return super().batch_norm_update_running_inplace(
+                running_mean, running_var, mean, var, momentum, count, num_batches)
+        c = mean.size
+        m = float(momentum)
+        self._launch("batchnorm.cu", mean, "st_bn_update_running", "ppppiiifffp", c,
+                     self._ptr(running_mean), self._ptr(running_var), self._ptr(mean),
+                     self._ptr(var), c,
+                     2 if running_mean is None else _DTYPE_CODE[running_mean.dtype],
+                     2 if running_var is None else _DTYPE_CODE[running_var.dtype],
+                     1.0 - m, m, count / (count - 1), self._ptr(num_batches))
+        return None
 
     def channel_affine(self, x, scale, shift):
         if not self._ok(x) or x.size == 0:
             return super().channel_affine(x, scale, shift)
-        xp = self.xp
-        x = xp.ascontiguousarray(x)
+        x = self._contiguous(x)
         scale, shift = self._f32(scale), self._f32(shift)
         c, length = x.shape[1], math.prod(x.shape[2:])
         per_vec = 16 // x.dtype.itemsize
         vec = int(length % per_vec == 0 and self._aligned(x))
-        y = xp.empty(x.shape, dtype=x.dtype)
+        y = self._empty(x.shape, x.dtype)
         self._launch("batchnorm.cu", x, "st_bn_apply", "pppppiiii",
                      x.size // per_vec if vec else x.size, self._ptr(x), self._ptr(y), 0,
                      self._ptr(scale), self._ptr(shift), c, length, x.size, vec)
@@ -330,12 +384,11 @@ class CudaPoolingPrimitives(PoolingPrimitives):
     def dropout_apply(self, x, mask, scale):
         if not self._ok(x) or x.size == 0:
             return super().dropout_apply(x, mask, scale)
-        xp = self.xp
-        x, mask = xp.ascontiguousarray(x), xp.ascontiguousarray(mask)
+        x, mask = self._contiguous(x), self._contiguous(mask)
         per_vec = 16 // x.dtype.itemsize
         vec = int(x.size % per_vec == 0 and self._aligned(x)
                   and self._aligned(mask, to=per_vec))
-        y = xp.empty(x.shape, dtype=x.dtype)
+        y = self._empty(x.shape, x.dtype)
         self._launch("dropout.cu", x, "st_dropout_apply", "pppfii",
                      x.size // per_vec if vec else x.size, self._ptr(x), self._ptr(mask),
                      self._ptr(y), float(scale), x.size, vec)

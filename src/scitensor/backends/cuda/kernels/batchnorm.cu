@@ -271,3 +271,47 @@ extern "C" __global__ void st_bn_bwd_apply(const T* __restrict__ g, const T* __r
     }
   }
 }
+
+// ---- running statistics (training mode) ------------------------------------------------
+// One launch per batch-norm step, one thread per channel, in place (PyTorch's rule):
+//   running_mean = keep * running_mean + take * mean
+//   running_var  = keep * running_var  + take * (var * unbiased)
+// with keep = 1 - momentum, take = momentum, unbiased = count / (count - 1), all three
+// rounded to float32 on the host as the CPU backend rounds them. Each running array (null:
+// skipped) has its own dtype code (0 float16, 1 bfloat16, 2 float32; the host sends float64
+// arrays to the CPU-style path) and is updated in float32, as the CPU backend computes.
+// counter (int64 num_batches_tracked, may be null) is incremented once, by thread 0.
+__device__ __forceinline__ float st_bn_load_any(const void* p, int code, int c) {
+  if (code == 2) return static_cast<const float*>(p)[c];
+  if (code == 1) return st_bf16_to_f32(static_cast<const st_bf16*>(p)[c]);
+  return st_f16_to_f32(static_cast<const st_f16*>(p)[c]);
+}
+
+__device__ __forceinline__ void st_bn_store_any(void* p, int code, int c, float v) {
+  if (code == 2) {
+    static_cast<float*>(p)[c] = v;
+  } else if (code == 1) {
+    static_cast<st_bf16*>(p)[c] = st_f32_to_bf16(v);
+  } else {
+    static_cast<st_f16*>(p)[c] = st_f32_to_f16(v);
+  }
+}
+
+extern "C" __global__ void st_bn_update_running(void* running_mean, void* running_var,
+                                                const float* __restrict__ mean,
+                                                const float* __restrict__ var, int C,
+                                                int mean_code, int var_code, float keep,
+                                                float take, float unbiased,
+                                                long long* counter) {
+  if (counter && blockIdx.x == 0 && threadIdx.x == 0) *counter += 1;
+  ST_GRID_LOOP(c, C) {
+    if (running_mean) {
+      const float r = st_bn_load_any(running_mean, mean_code, c);
+      st_bn_store_any(running_mean, mean_code, c, r * keep + mean[c] * take);
+    }
+    if (running_var) {
+      const float r = st_bn_load_any(running_var, var_code, c);
+      st_bn_store_any(running_var, var_code, c, r * keep + (var[c] * unbiased) * take);
+    }
+  }
+}
