@@ -105,14 +105,17 @@ _libs: dict = {}
 _lock = threading.Lock()
 
 
-def build(source: str, dtype_code: int) -> ctypes.CDLL:
-    """Compile ``kernels/<source>`` for the host (cached by content) and load it."""
-    key = (source, dtype_code)
+def build(source: str, dtype_code: int, common_extra: str = "") -> ctypes.CDLL:
+    """Compile ``kernels/<source>`` for the host (cached by content) and load it.
+
+    ``common_extra`` is appended to the emulated ``common.cuh`` (a test's own launcher, say).
+    """
+    key = (source, dtype_code, common_extra)
     with _lock:
         if key in _libs:
             return _libs[key]
         texts = {p.name: p.read_text() for p in [*KERNELS.glob("*.cuh"), KERNELS / source]}
-        texts["common.cuh"] = COMMON
+        texts["common.cuh"] = COMMON + common_extra
         digest = hashlib.sha256(repr(sorted(texts.items())).encode()).hexdigest()[:16]
         out_dir = pathlib.Path(tempfile.gettempdir()) / "scitensor-host-cuda" / digest
         lib = out_dir / f"{pathlib.Path(source).stem}_{dtype_code}.so"

@@ -14,10 +14,6 @@ Runs without a GPU; skipped without g++.
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import pathlib
-import subprocess
-import tempfile
 import threading
 
 import numpy as np
@@ -92,44 +88,9 @@ extern "C" void emu_launch(void* f, unsigned grid, unsigned block, int n, const 
 }
 """
 
-_libs: dict = {}
-_lock = threading.Lock()
-
-
 def build(dtype_code: int) -> ctypes.CDLL:
     """Compile ``kernels/segment_sum.cu`` for the host with ``-DST_DTYPE=dtype_code``."""
-    with _lock:
-        if dtype_code in _libs:
-            return _libs[dtype_code]
-        texts = {"common.cuh": host_cuda.COMMON + EXTRA,
-                 SOURCE: (host_cuda.KERNELS / SOURCE).read_text()}
-        digest = hashlib.sha256(repr(sorted(texts.items())).encode()).hexdigest()[:16]
-        out_dir = pathlib.Path(tempfile.gettempdir()) / "scitensor-host-segsum" / digest
-        lib = out_dir / f"segment_sum_{dtype_code}.so"
-        if not lib.exists():
-            out_dir.mkdir(parents=True, exist_ok=True)
-            tag = f"{threading.get_ident()}"
-            for name, text in texts.items():
-                tmp_text = out_dir / f"{name}.{tag}.tmp"
-                tmp_text.write_text(text)
-                tmp_text.replace(out_dir / name)
-            tmp = lib.with_suffix(f".{tag}.tmp")
-            cmd = [host_cuda.GXX, "-x", "c++", "-std=c++20", "-O1", "-fno-strict-aliasing",
-                   "-shared", "-fPIC", "-pthread", "-w", f"-DST_DTYPE={dtype_code}",
-                   str(out_dir / SOURCE), "-o", str(tmp)]
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            if res.returncode:
-                raise RuntimeError(f"host build of {SOURCE} failed:\n{res.stderr[-4000:]}")
-            pre = subprocess.run([*cmd[:-2], "-E", "-P"], capture_output=True, text=True,
-                                 timeout=300)
-            tmp_i = lib.with_suffix(f".{tag}.i.tmp")
-            tmp_i.write_text(pre.stdout)
-            tmp_i.replace(lib.with_suffix(".i"))
-            tmp.replace(lib)
-        handle = ctypes.CDLL(str(lib))
-        handle.signatures = host_cuda._signatures(lib.with_suffix(".i").read_text())
-        _libs[dtype_code] = handle
-        return handle
+    return host_cuda.build(SOURCE, dtype_code, EXTRA)
 
 
 class EmuKernel:
