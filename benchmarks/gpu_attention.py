@@ -191,14 +191,15 @@ def sweep(warmup, reps):
         base = ca.config_for(ca.BF16, d)
         fwd_alts = [(8, 1, 64), (4, 1, 64), (4, 1, 128), (8, 1, 128), (4, 2, 32), (4, 2, 64),
                     (8, 2, 64)]
-        bwd_alts = [(w, m) for w in (4, 8) for m in (16, 32, 64)]
+        bwd_alts = [(w, m, 1) for w in (4, 8) for m in (16, 32, 64)] + [(8, 32, 2), (8, 64, 2)]
         for causal in (False, True):
             for kind, alts in (("fwd", fwd_alts), ("fwd+bwd", bwd_alts)):
                 for alt in alts:
-                    cfg = (ca.AttentionConfig(alt[0], alt[2], base.bwd_warps, base.bwd_bm, alt[1])
+                    cfg = (ca.AttentionConfig(alt[0], alt[2], base.bwd_warps, base.bwd_bm, alt[1],
+                                              base.bwd_version)
                            if kind == "fwd" else
                            ca.AttentionConfig(base.fwd_warps, base.fwd_bn, alt[0], alt[1],
-                                              base.fwd_mw))
+                                              base.fwd_mw, alt[2]))
                     try:
                         ca.set_attention_config(ca.BF16, d, cfg)
                         case = ("sweep", "bf16", b, h, s, d, causal, kind, None)

@@ -70,8 +70,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for (code, d), (fw, bn, bw, bm, *rest) in sorted(dflt.items()):
         mw = rest[0] if rest else 1
+        bv = rest[1] if len(rest) > 1 else 1
         fwd_cfgs = FWD_ALT if args.all else [(fw, mw, bn)]
-        bwd_cfgs = BWD_ALT if args.all else [(bw, bm)]
+        bwd_cfgs = [(w, m, 1) for w, m in BWD_ALT] + [(8, 64, 2)] if args.all else [(bw, bm, bv)]
         base = [f"-DST_ATTN_TYPE={code}", f"-DST_ATTN_D={d}"]
         for w, m, n in fwd_cfgs:
             info = ptxas("attention_fwd.cu", [*base, f"-DST_ATTN_WARPS={w}", f"-DST_ATTN_BN={n}",
@@ -81,16 +82,18 @@ def main() -> int:
             print(f"| {TYPES[code]} | {d} | fwd | {w} warps x {16 * m} rows, BN {n}{mark} | "
                   f"{smem // 1024} KiB | "
                   f"{info['st_attention_fwd']}; {info['st_attention_fwd_causal']} |")
-        for w, m in bwd_cfgs:
+        for w, m, v in bwd_cfgs:
             if m // 16 > w or w % (m // 16) or (d // (w // (m // 16))) % 16:
+                continue
+            if v == 2 and (code > 1 or (d * m // (32 * w)) % 16):
                 continue
             info = ptxas("attention_bwd.cu", [*base, f"-DST_ATTN_WARPS={w}", f"-DST_ATTN_BM={m}"])
             bn = 16 * w
-            smem = (2 * bn + 4 * m) * (d * ES[code] + 16) + bn * (m * ES[code] + 16) + 16 * m
-            mark = "" if (w, m) == (bw, bm) else " (alt)"
-            print(f"| {TYPES[code]} | {d} | bwd dK/dV | {w} warps, BM {m}{mark} | "
-                  f"{smem // 1024} KiB | {info['st_attention_bwd_dkdv']}; "
-                  f"{info['st_attention_bwd_dkdv_causal']} |")
+            smem = (2 * bn + 4 * m) * (d * ES[code] + 16) + v * bn * (m * ES[code] + 16) + 16 * m
+            mark = "" if (w, m, v) == (bw, bm, bv) else " (alt)"
+            name = "st_attention_bwd_dkdv2" if v == 2 else "st_attention_bwd_dkdv"
+            print(f"| {TYPES[code]} | {d} | bwd dK/dV{' v2' if v == 2 else ''} | {w} warps, "
+                  f"BM {m}{mark} | {smem // 1024} KiB | {info[name]}; {info[name + '_causal']} |")
     return 0
 
 

@@ -118,8 +118,9 @@ def main() -> int:
     code_of = {"bf16": ca.BF16, "f16": ca.F16, "f32": ca.TF32X3, "tf32": ca.TF32}
     configs = [None]
     if args.all_configs:
-        configs += [ca.AttentionConfig(fw, bn, bw, bm, mw) for fw, bn, bw, bm, mw in
-                    itertools.product((4, 8), (32, 64, 128), (4, 8), (16, 32, 64), (1, 2))]
+        configs += [ca.AttentionConfig(fw, bn, bw, bm, mw, bv) for fw, bn, bw, bm, mw, bv in
+                    itertools.product((4, 8), (32, 64, 128), (4, 8), (16, 32, 64), (1, 2),
+                                      (1, 2))]
     shapes = QUICK if args.quick else SHAPES
     failures = 0
     for cfg, kind, d in itertools.product(configs, args.kinds.split(","), (32, 64, 128)):

@@ -77,7 +77,8 @@ SWEEP = [("fwd", ci.Tiles(64, 128, 32, 2, 4)), ("fwd", ci.Tiles(128, 128, 32, 2,
 SWEEP2 = [("fwd2", ci.Tiles(*t)) for t in (
     (64, 128, 32, 2, 4, 2, 3), (64, 128, 32, 2, 2, 2, 4), (64, 256, 32, 2, 4, 2, 3),
     (64, 256, 32, 2, 4, 1, 4), (128, 128, 32, 2, 4, 2, 3), (128, 128, 32, 2, 4, 2, 4),
-    (128, 128, 32, 2, 2, 1, 4), (128, 256, 32, 2, 4, 1, 3))] + [
+    (128, 128, 32, 2, 2, 1, 4), (128, 256, 32, 2, 4, 1, 3), (128, 64, 32, 4, 2, 2, 4),
+    (128, 64, 32, 2, 2, 3, 4), (64, 128, 32, 2, 2, 3, 4))] + [
     ("wgrad2", ci.Tiles(*t)) for t in (
         (64, 128, 32, 2, 4, 2, 3), (64, 128, 32, 2, 4, 2, 5), (64, 128, 32, 2, 2, 2, 4),
         (128, 128, 32, 2, 4, 2, 3), (128, 128, 32, 2, 2, 1, 4), (64, 64, 32, 2, 2, 2, 4))]
@@ -227,7 +228,7 @@ def timings(args) -> int:
     print(f"{'shape':38} {'dtype':5} {'pass':5} {'path':28} {'ms':>8} {'TFLOP/s':>8}")
     for shape in SHAPES:
         name, n, c, h, k, ks, stride, pad, groups, _ = shape
-        if args.only and args.only not in name:
+        if args.only and not any(o in name for o in args.only.split(",")):
             continue
         case = (name, n, c, h, h, k, (ks, ks), (stride,) * 2, (pad,) * 2, (1, 1), groups, False)
         ho = out_hw(h, h, (ks, ks), (stride,) * 2, (pad,) * 2, (1, 1))[0]
@@ -307,7 +308,8 @@ def main(argv=None) -> int:
     ap.add_argument("--time", action="store_true", help="time the benchmark shapes too")
     ap.add_argument("--time-only", action="store_true", help="skip the correctness checks")
     ap.add_argument("--sweep", action="store_true", help="with --time: igemm tile variants")
-    ap.add_argument("--only", default="", help="benchmark shapes whose name contains this")
+    ap.add_argument("--only", default="",
+                    help="benchmark shapes whose name contains this (comma list: any of them)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args(argv)

@@ -201,6 +201,13 @@ inline float sta_shfl_xor(float v, int m) {
   auto tab = emu_exchange<1>(mine);
   return sta_as_float(tab[(threadIdx.x % 32) ^ m][0]);
 }
+inline bool sta_any(bool p) {
+  sta_u32 mine[1] = {p ? 1u : 0u};
+  auto tab = emu_exchange<1>(mine);
+  for (int l = 0; l < 32; ++l)
+    if (tab[l][0]) return true;
+  return false;
+}
 inline float sta_ex2(float x) { return std::exp2(x); }
 inline float sta_lg2(float x) { return std::log2(x); }
 inline void sta_red_add2(float* p, float a, float b) {

@@ -2,6 +2,7 @@
 //
 // Build (run.py does this): g++ -std=c++20 -O1 -pthread -DST_ATTN_TYPE=.. -DST_ATTN_D=..
 //   -DEMU_FWD_WARPS=.. -DEMU_FWD_MW=.. -DEMU_FWD_BN=.. -DEMU_BWD_WARPS=.. -DEMU_BWD_BM=..
+//   [-DEMU_BWD_V=2]
 //   -I<kernels dir> harness.cpp
 // Usage: harness DIR B H HKV SQ SK CAUSAL SCALE
 //   reads DIR/{q,k,v,dout}.bin (raw element bits of the kernel type), writes DIR/{out,lse,dq,
@@ -13,6 +14,9 @@
 #include "attention_bwd.cu"
 // clang-format on
 #include <string>
+#ifndef EMU_BWD_V
+#define EMU_BWD_V 1  // 2: the v2 dK/dV kernel (16-bit types)
+#endif
 
 typedef StaTraits Tr;
 typedef Tr::T T;
@@ -74,12 +78,23 @@ int main(int argc, char** argv) {
     emu_launch(pre_grid, 256, 0, [&](unsigned char*) {
       attention_bwd_pre_body<Tr, D>((const T*)out.data(), g, delta.data(), dq_acc.data(), rows);
     });
-    constexpr int NW = EMU_BWD_WARPS, BM = EMU_BWD_BM, BN = 16 * NW;
+    constexpr int NW = EMU_BWD_WARPS, BM = EMU_BWD_BM, BN = 16 * NW, V = EMU_BWD_V;
     const int grid = (SK + BN - 1) / BN * B * HKV;
-    const size_t smem = (size_t)(2 * BN + 4 * BM) * (D * ES + 16) + (size_t)BN * (BM * ES + 16) +
-                        16 * BM;
+    const size_t smem = (size_t)(2 * BN + 4 * BM) * (D * ES + 16) +
+                        (size_t)V * BN * (BM * ES + 16) + 16 * BM;
     emu_launch(grid, 32 * NW, smem, [&](unsigned char* s) {
-      if (causal)
+      if constexpr (V == 2 && Tr::KSTEP == 16) {
+        if (causal)
+          attention_bwd_dkdv2_body<Tr, D, NW, BM, true>(q, k, v, g, lse.data(), delta.data(),
+                                                        (T*)dk.data(), (T*)dv.data(),
+                                                        dq_acc.data(), H, HKV, SQ, SK, scale,
+                                                        scale_log2, s);
+        else
+          attention_bwd_dkdv2_body<Tr, D, NW, BM, false>(q, k, v, g, lse.data(), delta.data(),
+                                                         (T*)dk.data(), (T*)dv.data(),
+                                                         dq_acc.data(), H, HKV, SQ, SK, scale,
+                                                         scale_log2, s);
+      } else if (causal)
         attention_bwd_dkdv_body<Tr, D, NW, BM, true>(q, k, v, g, lse.data(), delta.data(),
                                                      (T*)dk.data(), (T*)dv.data(), dq_acc.data(),
                                                      H, HKV, SQ, SK, scale, scale_log2, s);

@@ -11,6 +11,7 @@ Usage:
     python scripts/attention_emulator/run.py --quick        # one small case per config
     python scripts/attention_emulator/run.py --asan         # AddressSanitizer build (slower)
     EMU_CP_EAGER=1 python scripts/attention_emulator/run.py # copies land at issue (WAR races)
+    EMU_LAZY=1 python scripts/attention_emulator/run.py     # lazy O rescale, every config
 
 Example output line:
     bf16 D64 fwd(4w,1m,64) bwd(4w,64) B1 H2/1 Sq70 Sk45 causal  out 2.1e-03  dq 4.0e-03 ...
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import pathlib
 import subprocess
 import sys
@@ -38,11 +40,20 @@ TYPES = {"bf16": (0, ml_dtypes.bfloat16, 3e-2), "f16": (1, np.float16, 6e-3),
          "tf32": (2, np.float32, 3e-3), "f32x3": (3, np.float32, 1e-5)}
 
 
-def build(ty: str, d: int, fwd: tuple[int, ...], bwd: tuple[int, int], asan: bool) -> pathlib.Path:
+def lazy_rescale(ty: str, d: int) -> int:
+    """The forward's ST_ATTN_LAZY_RESCALE: EMU_LAZY=0|1 if set, else attention.py's default
+    (1 for 16-bit types at D128)."""
+    env = os.environ.get("EMU_LAZY")
+    return int(env) if env else int(ty in ("bf16", "f16") and d == 128)
+
+
+def build(ty: str, d: int, fwd: tuple[int, ...], bwd: tuple[int, ...], asan: bool) -> pathlib.Path:
     flags = ["-std=c++20", "-O1", "-g", "-pthread", f"-DST_ATTN_TYPE={TYPES[ty][0]}",
              f"-DST_ATTN_D={d}", f"-DEMU_FWD_WARPS={fwd[0]}", f"-DEMU_FWD_MW={fwd[1]}",
              f"-DEMU_FWD_BN={fwd[2]}",
-             f"-DEMU_BWD_WARPS={bwd[0]}", f"-DEMU_BWD_BM={bwd[1]}", f"-I{KERNELS}", f"-I{HERE}"]
+             f"-DEMU_BWD_WARPS={bwd[0]}", f"-DEMU_BWD_BM={bwd[1]}",
+             f"-DEMU_BWD_V={bwd[2] if len(bwd) > 2 else 1}",
+             f"-I{KERNELS}", f"-I{HERE}", f"-DST_ATTN_LAZY_RESCALE={lazy_rescale(ty, d)}"]
     if asan:
         flags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
     h = hashlib.sha256(" ".join(flags).encode())
@@ -95,7 +106,8 @@ def main() -> int:
     ap.add_argument("--types", default="bf16,f16,tf32,f32x3")
     ap.add_argument("--dims", default="32,64,128")
     ap.add_argument("--configs", default="4x1x64:4x64",
-                    help="comma list of FWDWARPSxMWxBN:BWDWARPSxBM")
+                    help="comma list of FWDWARPSxMWxBN:BWDWARPSxBM[v2] (v2: the FA2-layout "
+                         "dK/dV kernel, 16-bit types)")
     args = ap.parse_args()
     cases = [(1, 2, 1, 70, 45), (1, 2, 2, 33, 97), (2, 4, 2, 64, 64), (1, 1, 1, 1, 5),
              (1, 1, 1, 200, 333)]
@@ -105,11 +117,16 @@ def main() -> int:
     for cfg in args.configs.split(","):
         f, bw = cfg.split(":")
         fwd = tuple(int(x) for x in f.split("x"))
-        bwd = tuple(int(x) for x in bw.split("x"))
+        version = 2 if bw.endswith("v2") else 1
+        bwd = (*(int(x) for x in bw.removesuffix("v2").split("x")), version)
         for ty in args.types.split(","):
+            if version == 2 and ty not in ("bf16", "f16"):
+                continue
             tol = TYPES[ty][2]
             for d in (int(x) for x in args.dims.split(",")):
                 if d // max(1, (bwd[0] // (bwd[1] // 16))) < 16:
+                    continue
+                if version == 2 and (d * bwd[1] // (32 * bwd[0])) % 16:
                     continue
                 exe = build(ty, d, fwd, bwd, args.asan)
                 for i, (b, h, hkv, sq, sk) in enumerate(cases):
@@ -118,7 +135,7 @@ def main() -> int:
                         bad = e["lse_nan"] or any(e[n] > tol for n in ("out", "dq", "dk", "dv"))
                         failed += bad
                         print(f"{ty:5} D{d:<3} fwd({fwd[0]}w,{fwd[1]}m,{fwd[2]}) "
-                              f"bwd({bwd[0]}w,{bwd[1]}) "
+                              f"bwd({bwd[0]}w,{bwd[1]}{'v2' if version == 2 else ''}) "
                               f"B{b} H{h}/{hkv} Sq{sq} Sk{sk} {'causal' if causal else 'full  '}"
                               + "".join(f"  {n} {e[n]:.1e}" for n in ("out", "dq", "dk", "dv"))
                               + ("  FAIL" if bad else ""), flush=True)

@@ -54,27 +54,40 @@ _LOG2E = 1.4426950408889634
 @dataclass(frozen=True)
 class AttentionConfig:
     """Tile sizes: forward CTAs of ``fwd_warps`` warps with ``16 * fwd_mw`` query rows each,
-    over key tiles of ``fwd_bn``; backward CTAs of ``bwd_warps`` warps (16 keys each) over
-    query tiles of ``bwd_bm`` rows."""
+    over key tiles of ``fwd_bn``; backward CTAs of ``bwd_warps`` warps (``16 * bwd_warps``
+    keys) over query tiles of ``bwd_bm`` rows, with the dK/dV kernel ``bwd_version`` (1: each
+    warp owns 16 keys in every product; 2: FlashAttention-2's per-product warp layouts, 16-bit
+    types only, see ``attention_bwd.cu``); ``fwd_lazy_rescale`` 1 skips the forward's rescale
+    of O on tiles where no row max of the warp moved."""
 
     fwd_warps: int = 4
     fwd_bn: int = 64
     bwd_warps: int = 4
     bwd_bm: int = 64
     fwd_mw: int = 1
+    bwd_version: int = 1
+    fwd_lazy_rescale: int = 0
 
     @property
     def fwd_bm(self) -> int:
         return 16 * self.fwd_mw * self.fwd_warps
 
-    def check(self, d: int) -> None:
+    def check(self, d: int, code: int | None = None) -> None:
+        """Raise ``ValueError`` unless the tiles fit head dim ``d`` (and type ``code``)."""
         mch = self.bwd_bm // 16
         ok = (self.fwd_warps in (1, 2, 4, 8) and self.fwd_bn % 16 == 0 and self.fwd_bn > 0
               and self.fwd_mw in (1, 2)
               and self.bwd_warps in (1, 2, 4, 8) and self.bwd_bm % 16 == 0 and mch >= 1
-              and self.bwd_warps % mch == 0 and (d // (self.bwd_warps // mch)) % 16 == 0)
+              and self.bwd_warps % mch == 0 and (d // (self.bwd_warps // mch)) % 16 == 0
+              and self.bwd_version in (1, 2) and self.fwd_lazy_rescale in (0, 1))
+        if ok and self.bwd_version == 2:  # mirrors STA_BWD2_DQW in attention_bwd.cu
+            mq = self.bwd_bm // 32
+            dqw = d * self.bwd_bm // (32 * self.bwd_warps)
+            ok = (code in (None, BF16, F16) and self.bwd_bm % 32 == 0 and self.bwd_warps % 2 == 0
+                  and self.bwd_warps % mq == 0 and dqw >= 16 and dqw % 16 == 0)
         if not ok:
-            raise ValueError(f"attention: tile configuration {self} does not fit head_dim {d}")
+            raise ValueError(f"attention: tile configuration {self} does not fit head_dim {d}"
+                             + ("" if code is None else f" and element type code {code}"))
 
 
 # (type code, head dim) -> tiles. Registers (ptxas, sm_90) stay under 255 without spills for
@@ -83,7 +96,7 @@ DEFAULT_CONFIGS: dict[tuple[int, int], AttentionConfig] = {}
 for _code in (BF16, F16):
     DEFAULT_CONFIGS[(_code, 32)] = AttentionConfig(8, 64, 8, 64, 1)
     DEFAULT_CONFIGS[(_code, 64)] = AttentionConfig(4, 64, 8, 64, 2)
-    DEFAULT_CONFIGS[(_code, 128)] = AttentionConfig(4, 64, 8, 32, 2)
+    DEFAULT_CONFIGS[(_code, 128)] = AttentionConfig(4, 64, 8, 64, 2, 2, 1)
 for _code in (TF32, TF32X3):
     DEFAULT_CONFIGS[(_code, 32)] = AttentionConfig(4, 64, 4, 64)
     DEFAULT_CONFIGS[(_code, 64)] = AttentionConfig(4, 64, 4, 32)
@@ -97,15 +110,16 @@ def set_attention_config(code: int, d: int, config: AttentionConfig | None) -> N
     if config is None:
         _OVERRIDES.pop((code, d), None)
     else:
-        config.check(d)
+        config.check(d, code)
         _OVERRIDES[(code, d)] = config
 
 
 def config_for(code: int, d: int) -> AttentionConfig:
-    env = os.environ.get("SCITENSOR_ATTENTION_CONFIG")  # fwd_warps,fwd_bn,bwd_warps,bwd_bm[,mw]
+    # fwd_warps,fwd_bn,bwd_warps,bwd_bm[,fwd_mw[,bwd_version[,fwd_lazy_rescale]]]
+    env = os.environ.get("SCITENSOR_ATTENTION_CONFIG")
     if env:
         cfg = AttentionConfig(*(int(x) for x in env.split(",")))
-        cfg.check(d)
+        cfg.check(d, code)
         return cfg
     return _OVERRIDES.get((code, d)) or DEFAULT_CONFIGS[(code, d)]
 
@@ -115,10 +129,11 @@ def fwd_smem_bytes(es: int, d: int, warps: int, bn: int, mw: int = 1) -> int:
     return (16 * mw * warps + 4 * bn) * (d * es + 16)
 
 
-def bwd_smem_bytes(es: int, d: int, warps: int, bm: int) -> int:
-    """Dynamic shared memory of the dK/dV kernel (mirrors attention_bwd.cu)."""
+def bwd_smem_bytes(es: int, d: int, warps: int, bm: int, version: int = 1) -> int:
+    """Dynamic shared memory of the dK/dV kernel (mirrors attention_bwd.cu); version 2 keeps
+    both P^T and dS^T in shared memory."""
     bn = 16 * warps
-    return (2 * bn + 4 * bm) * (d * es + 16) + bn * (bm * es + 16) + 16 * bm
+    return (2 * bn + 4 * bm) * (d * es + 16) + version * bn * (bm * es + 16) + 16 * bm
 
 
 class _Launcher:
@@ -159,7 +174,7 @@ class _Kernels:
         base = (f"-DST_ATTN_TYPE={code}", f"-DST_ATTN_D={d}")
         fwd = load_module("attention_fwd.cu", device_id, arch, options=(
             *base, f"-DST_ATTN_WARPS={cfg.fwd_warps}", f"-DST_ATTN_BN={cfg.fwd_bn}",
-            f"-DST_ATTN_MW={cfg.fwd_mw}"))
+            f"-DST_ATTN_MW={cfg.fwd_mw}", f"-DST_ATTN_LAZY_RESCALE={cfg.fwd_lazy_rescale}"))
         bwd = load_module("attention_bwd.cu", device_id, arch, options=(
             *base, f"-DST_ATTN_WARPS={cfg.bwd_warps}", f"-DST_ATTN_BM={cfg.bwd_bm}"))
 
@@ -168,8 +183,8 @@ class _Kernels:
 
         fsig, bsig = "pppppiiiif", "pppppppppiiiiff"
         self.fwd = (get(fwd, "st_attention_fwd", fsig), get(fwd, "st_attention_fwd_causal", fsig))
-        self.dkdv = (get(bwd, "st_attention_bwd_dkdv", bsig),
-                     get(bwd, "st_attention_bwd_dkdv_causal", bsig))
+        dkdv = "st_attention_bwd_dkdv2" if cfg.bwd_version == 2 else "st_attention_bwd_dkdv"
+        self.dkdv = (get(bwd, dkdv, bsig), get(bwd, dkdv + "_causal", bsig))
         self.pre = get(bwd, "st_attention_bwd_pre", "ppppq")
         self.convert = get(bwd, "st_attention_bwd_convert", "ppqf")
 
@@ -224,7 +239,8 @@ class CudaAttentionPrimitives:
         code = self._attention_code(q, k, v)
         b, h, sq, d = q.shape
         hkv, sk = k.shape[1], k.shape[2]
-        if code is None or sq == 0 or sk == 0 or b * h == 0:
+        if code is None or sq == 0 or sk == 0 or b * h == 0 or not 0 < scale < np.inf:
+            # the kernel folds a positive scale into its softmax (attention_fwd.cu)
             return super().attention_forward(q, k, v, causal, scale)
         q, k, v = (self._attention_dense(x) for x in (q, k, v))
         kern, cfg = self._attention_kernels(code, d)
@@ -267,7 +283,7 @@ class CudaAttentionPrimitives:
                  out.data.ptr, g.data.ptr, delta.data.ptr, acc.data.ptr, rows)
         bn = 16 * cfg.bwd_warps
         grid = -(-sk // bn) * b * hkv
-        smem = bwd_smem_bytes(_ES[code], d, cfg.bwd_warps, cfg.bwd_bm)
+        smem = bwd_smem_bytes(_ES[code], d, cfg.bwd_warps, cfg.bwd_bm, cfg.bwd_version)
         kern.dkdv[bool(causal)](grid, 32 * cfg.bwd_warps, smem, stream,
                                 q.data.ptr, k.data.ptr, v.data.ptr, g.data.ptr, lse.data.ptr,
                                 delta.data.ptr, dk.data.ptr, dv.data.ptr, acc.data.ptr,

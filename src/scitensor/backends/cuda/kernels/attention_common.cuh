@@ -103,6 +103,7 @@ STA_FN float sta_ex2(float x) {  // 2^x; ex2.approx(-inf) = +0
 }
 STA_FN float sta_lg2(float x) { return __log2f(x); }
 STA_FN float sta_shfl_xor(float v, int m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+STA_FN bool sta_any(bool p) { return __any_sync(0xffffffffu, p); }  // warp-uniform call
 STA_FN void sta_red_add2(float* p, float a, float b) {  // p[0] += a, p[1] += b (8-byte aligned)
   asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(__cvta_generic_to_global(p)),
                "f"(a), "f"(b) : "memory");
@@ -221,10 +222,19 @@ struct StaTf32 {
   typedef StaFragA<SPLIT_> FragA;
   typedef StaFragB<SPLIT_> FragB;
 
+  // One product (SPLIT 1) hands the float32 bits to the tensor core as they are: mma .tf32
+  // reads the top 19 bits (truncation, as Triton's "tf32" does); rounding with cvt.rna cost
+  // one ALU instruction per operand element, and the ALU pipe, not the tensor pipe, bounded
+  // the tf32 conv kernels (ncu, docs/kernels/conv.md). 3xTF32 keeps the rounded split: its
+  // small part must be the exact remainder of the big one.
   static STA_FN void split(sta_u32* big, sta_u32* small, int i, float x) {
+    if (SPLIT_ == 1) {
+      big[i] = __float_as_uint(x);
+      return;
+    }
     const sta_u32 hi = sta_tf32(x);
     big[i] = hi;
-    if (SPLIT_ == 2) small[i] = sta_tf32(x - sta_as_float(hi));
+    small[i] = sta_tf32(x - sta_as_float(hi));
   }
   static STA_FN void mma(float (&c)[4], const FragA& a, const FragB& b) {
     if (SPLIT_ == 2) {  // small terms first, the big product last

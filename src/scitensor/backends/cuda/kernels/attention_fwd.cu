@@ -9,8 +9,10 @@
 // while tile j computes).
 // Per tile: S = Q K^T on tensor cores, the online softmax in registers (running max m, running
 // sum l, rescale of the output accumulator by 2^(m_old - m_new)), then O += P V with P taken
-// straight from the S accumulators (see attention_common.cuh). Scores are kept in log2 units
-// (scale * log2(e) folded in) so each probability is one ex2.
+// straight from the S accumulators (see attention_common.cuh). The running max stays in raw
+// score units and scale * log2(e) is folded into one FFMA per probability before its ex2,
+// which needs scale > 0 (the host sends other scales to the composition); O is rescaled only
+// when a row max of the warp moved.
 //
 // Masking: keys >= SK (last tile) and, with causal, key j > row i + (SK - SQ) (bottom-right
 // aligned) are -inf; only tiles that need it pay for the mask, and with causal the CTA stops at
@@ -23,7 +25,8 @@
 //
 // Compile-time configuration (-D): ST_ATTN_TYPE (attention_common.cuh), ST_ATTN_D (32, 64,
 // 128), ST_ATTN_WARPS (warps per CTA), ST_ATTN_MW (m16 tiles per warp, 1 or 2), ST_ATTN_BN
-// (keys per tile, a multiple of 16).
+// (keys per tile, a multiple of 16), ST_ATTN_LAZY_RESCALE (1: skip the O rescale when no row
+// max of the warp moved).
 // Dynamic shared memory: (BM + 4 * BN) * (D * ES + 16) bytes.
 #include "attention_common.cuh"
 
@@ -35,6 +38,9 @@
 #endif
 #ifndef ST_ATTN_MW
 #define ST_ATTN_MW 1
+#endif
+#ifndef ST_ATTN_LAZY_RESCALE
+#define ST_ATTN_LAZY_RESCALE 0
 #endif
 
 template <class Tr, int D, int NW, int MW, int BN, bool CAUSAL>
@@ -138,7 +144,8 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
       }
     }
 
-    // online softmax, one m16 tile at a time
+    // online softmax, one m16 tile at a time; the running max is in raw score units (scale
+    // > 0 keeps the order), so each probability is one FFMA and one ex2
     const int n0 = it * BN;
     const bool masked = (n0 + BN > SK) || (CAUSAL && n0 + BN - 1 > m0 + diag);
 #pragma unroll
@@ -149,36 +156,41 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
       for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          float x = s[i][j][e] * scale_log2;
           if (masked) {
             const int col = n0 + j * 8 + 2 * t + (e & 1), row = r_lo + (e >> 1) * 8;
-            if (col >= SK || (CAUSAL && col > row + diag)) x = -STA_INF;
+            if (col >= SK || (CAUSAL && col > row + diag)) s[i][j][e] = -STA_INF;
           }
-          s[i][j][e] = x;
-          mx[e >> 1] = fmaxf(mx[e >> 1], x);
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[i][j][e]);
         }
       }
-      float base[2];
+      float nbase[2], alpha[2];
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         mx[r] = fmaxf(mx[r], sta_shfl_xor(mx[r], 1));  // a row lives in the 4 lanes of a group
         mx[r] = fmaxf(mx[r], sta_shfl_xor(mx[r], 2));
         const float mnew = fmaxf(mrow[i][r], mx[r]);
-        base[r] = mnew == -STA_INF ? 0.f : mnew;  // all masked so far: keep exp2 away from NaN
-        const float alpha = sta_ex2(mrow[i][r] - base[r]);
+        // all masked so far: a base of 0 keeps exp2 away from NaN
+        nbase[r] = mnew == -STA_INF ? 0.f : -mnew * scale_log2;
+        alpha[r] = mrow[i][r] == mnew ? 1.f : sta_ex2(fmaf(mrow[i][r], scale_log2, nbase[r]));
         mrow[i][r] = mnew;
-        lrow[i][r] *= alpha;
+        lrow[i][r] *= alpha[r];
+      }
+      // ST_ATTN_LAZY_RESCALE: rescale O only when a row max of this warp moved (after the
+      // first tiles it rarely does); else every tile, as FA2 does
+      if (!ST_ATTN_LAZY_RESCALE || sta_any(alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-        for (int j = 0; j < D / 8; ++j) {
-          o[i][j][2 * r] *= alpha;
-          o[i][j][2 * r + 1] *= alpha;
-        }
+        for (int r = 0; r < 2; ++r)
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            o[i][j][2 * r] *= alpha[r];
+            o[i][j][2 * r + 1] *= alpha[r];
+          }
       }
 #pragma unroll
       for (int j = 0; j < BN / 8; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const float p = sta_ex2(s[i][j][e] - base[e >> 1]);
+          const float p = sta_ex2(fmaf(s[i][j][e], scale_log2, nbase[e >> 1]));
           s[i][j][e] = p;
           lrow[i][e >> 1] += p;
         }
@@ -220,7 +232,8 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
         for (int j = 0; j < D / 8; ++j)
           Tr::store2(orow + j * 8, o[i][j][2 * r] * inv, o[i][j][2 * r + 1] * inv);
         if (t == 0)
-          lse[(long long)bh * SQ + row] = l > 0.f ? (mrow[i][r] + sta_lg2(l)) * STA_LN2 : STA_INF;
+          lse[(long long)bh * SQ + row] =
+              l > 0.f ? (mrow[i][r] * scale_log2 + sta_lg2(l)) * STA_LN2 : STA_INF;
       }
     }
   }
