@@ -77,6 +77,46 @@ STA_FN void attention_bwd_convert_body(const float* __restrict__ acc,
   }
 }
 
+// The work of one dK/dV CTA (both kernel versions): key tile n0 (BN keys) of kv head (b, hk),
+// walking `total` query tiles of BM rows: every tile of the G query heads sharing the kv head
+// (GQA), causal ones from the first tile that sees key n0. stage() copies tile j's Q and dO
+// (cp.async, zero-filled past SQ), lse * log2(e) (+inf past SQ) and delta into buffer nb.
+template <int BN, int BM, bool CAUSAL>
+struct StaBwdWalk {
+  int b, hk, bhk, G, n0, diag, m_first, per_head, total;
+  STA_FN StaBwdWalk(int H, int HKV, int SQ, int SK) {
+    const int num_n = (SK + BN - 1) / BN;
+    bhk = blockIdx.x / num_n;
+    n0 = (blockIdx.x - bhk * num_n) * BN;
+    b = bhk / HKV;
+    hk = bhk - b * HKV;
+    G = H / HKV;
+    diag = SK - SQ;  // query row i sees keys j <= i + diag (causal)
+    const int first = CAUSAL ? sta_imax(0, n0 - diag) : 0;  // first query row seeing key n0
+    const int num_m = (SQ + BM - 1) / BM;
+    m_first = sta_imin(first / BM, num_m);
+    per_head = num_m - m_first;
+    total = G * per_head;
+  }
+  STA_FN int head(int j) const { return hk * G + j / per_head; }
+  STA_FN int row0(int j) const { return (m_first + j % per_head) * BM; }
+  template <int ES, int D, int NT, class T>
+  STA_FN void stage(int j, int nb, const T* q, const T* dout, const float* lse,
+                    const float* delta, int H, int SQ, unsigned char* sQ, unsigned char* sO,
+                    float* sL, float* sD, int tid) const {
+    constexpr int ROW = D * ES + 16;
+    const int m0 = row0(j);
+    const long long rbase = (long long)(b * H + head(j)) * SQ;
+    sta_load_rows<ES, D, BM, NT>(sQ + nb * BM * ROW, q + rbase * D, m0, SQ, tid);
+    sta_load_rows<ES, D, BM, NT>(sO + nb * BM * ROW, dout + rbase * D, m0, SQ, tid);
+    for (int i = tid; i < BM; i += NT) {
+      const bool ok = m0 + i < SQ;
+      sL[nb * BM + i] = ok ? lse[rbase + m0 + i] * STA_LOG2E : STA_INF;
+      sD[nb * BM + i] = ok ? delta[rbase + m0 + i] : 0.f;
+    }
+  }
+};
+
 template <class Tr, int D, int NW, int BM, bool CAUSAL>
 STA_FN void attention_bwd_dkdv_body(
     const typename Tr::T* __restrict__ q, const typename Tr::T* __restrict__ k,
@@ -103,32 +143,14 @@ STA_FN void attention_bwd_dkdv_body(
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int num_n = (SK + BN - 1) / BN;
-  const int bhk = blockIdx.x / num_n;
-  const int n0 = (blockIdx.x - bhk * num_n) * BN;
-  const int b = bhk / HKV, hk = bhk - b * HKV, G = H / HKV;
+  const StaBwdWalk<BN, BM, CAUSAL> walk(H, HKV, SQ, SK);
+  const int b = walk.b, bhk = walk.bhk, n0 = walk.n0, diag = walk.diag, total = walk.total;
   const T* kb = k + (long long)bhk * SK * D;
   const T* vb = v + (long long)bhk * SK * D;
-  const int diag = SK - SQ;
-  const int first = CAUSAL ? sta_imax(0, n0 - diag) : 0;  // first query row seeing key n0
-  const int num_m = (SQ + BM - 1) / BM;
-  const int m_first = sta_imin(first / BM, num_m);
-  const int per_head = num_m - m_first;
-  const int total = G * per_head;
-
-  // stage query tile j (head, rows) into buffer nb
   auto issue = [&](int j, int nb) {
-    const int hq = hk * G + j / per_head;
-    const int m0 = (m_first + j % per_head) * BM;
-    const long long rbase = (long long)(b * H + hq) * SQ;
-    sta_load_rows<ES, D, BM, NT>(sQ + nb * BM * ROW, q + rbase * D, m0, SQ, tid);
-    sta_load_rows<ES, D, BM, NT>(sO + nb * BM * ROW, dout + rbase * D, m0, SQ, tid);
-    for (int i = tid; i < BM; i += NT) {
-      const bool ok = m0 + i < SQ;
-      sL[nb * BM + i] = ok ? lse[rbase + m0 + i] * STA_LOG2E : STA_INF;
-      sD[nb * BM + i] = ok ? delta[rbase + m0 + i] : 0.f;
-    }
+    walk.template stage<ES, D, NT>(j, nb, q, dout, lse, delta, H, SQ, sQ, sO, sL, sD, tid);
   };
+
 
   sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
   sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
@@ -148,8 +170,7 @@ STA_FN void attention_bwd_dkdv_body(
     sta_sync();  // for every thread; everyone is done with tile it - 1 and with dS^T
     if (it + 1 < total) issue(it + 1, buf ^ 1);
     sta_cp_async_commit();
-    const int hq = hk * G + it / per_head;
-    const int m0 = (m_first + it % per_head) * BM;
+    const int hq = walk.head(it), m0 = walk.row0(it);
     const unsigned char* cQ = sQ + buf * BM * ROW;
     const unsigned char* cO = sO + buf * BM * ROW;
     const float* cL = sL + buf * BM;
@@ -331,31 +352,14 @@ STA_FN void attention_bwd_dkdv2_body(
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int num_n = (SK + BN - 1) / BN;
-  const int bhk = blockIdx.x / num_n;
-  const int n0 = (blockIdx.x - bhk * num_n) * BN;
-  const int b = bhk / HKV, hk = bhk - b * HKV, G = H / HKV;
+  const StaBwdWalk<BN, BM, CAUSAL> walk(H, HKV, SQ, SK);
+  const int b = walk.b, bhk = walk.bhk, n0 = walk.n0, diag = walk.diag, total = walk.total;
   const T* kb = k + (long long)bhk * SK * D;
   const T* vb = v + (long long)bhk * SK * D;
-  const int diag = SK - SQ;
-  const int first = CAUSAL ? sta_imax(0, n0 - diag) : 0;  // first query row seeing key n0
-  const int num_m = (SQ + BM - 1) / BM;
-  const int m_first = sta_imin(first / BM, num_m);
-  const int per_head = num_m - m_first;
-  const int total = G * per_head;
-
-  auto issue = [&](int j, int nb) {  // stage query tile j (head, rows) into buffer nb
-    const int hq = hk * G + j / per_head;
-    const int m0 = (m_first + j % per_head) * BM;
-    const long long rbase = (long long)(b * H + hq) * SQ;
-    sta_load_rows<ES, D, BM, NT>(sQ + nb * BM * ROW, q + rbase * D, m0, SQ, tid);
-    sta_load_rows<ES, D, BM, NT>(sO + nb * BM * ROW, dout + rbase * D, m0, SQ, tid);
-    for (int i = tid; i < BM; i += NT) {
-      const bool ok = m0 + i < SQ;
-      sL[nb * BM + i] = ok ? lse[rbase + m0 + i] * STA_LOG2E : STA_INF;
-      sD[nb * BM + i] = ok ? delta[rbase + m0 + i] : 0.f;
-    }
+  auto issue = [&](int j, int nb) {
+    walk.template stage<ES, D, NT>(j, nb, q, dout, lse, delta, H, SQ, sQ, sO, sL, sD, tid);
   };
+
 
   sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
   sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
@@ -380,8 +384,7 @@ STA_FN void attention_bwd_dkdv2_body(
     sta_sync();  // (A) for every thread; everyone is done with tile it - 1, sP and sS
     if (it + 1 < total) issue(it + 1, buf ^ 1);
     sta_cp_async_commit();
-    const int hq = hk * G + it / per_head;
-    const int m0 = (m_first + it % per_head) * BM;
+    const int hq = walk.head(it), m0 = walk.row0(it);
     const unsigned char* cQ = sQ + buf * BM * ROW;
     const unsigned char* cO = sO + buf * BM * ROW;
     const float* cL = sL + buf * BM;
