@@ -151,7 +151,6 @@ STA_FN void attention_bwd_dkdv_body(
     walk.template stage<ES, D, NT>(j, nb, q, dout, lse, delta, H, SQ, sQ, sO, sL, sD, tid);
   };
 
-
   sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
   sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
   if (total > 0) issue(0, 0);
@@ -359,7 +358,6 @@ STA_FN void attention_bwd_dkdv2_body(
   auto issue = [&](int j, int nb) {
     walk.template stage<ES, D, NT>(j, nb, q, dout, lse, delta, H, SQ, sQ, sO, sL, sD, tid);
   };
-
 
   sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
   sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
