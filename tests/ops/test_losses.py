@@ -221,3 +221,26 @@ def test_errors():
         cross_entropy(x, st.tensor([0, 1, 2]), label_smoothing=1.5)
     with pytest.raises(TypeError, match="floating"):
         cross_entropy(st.tensor([[1, 2]]), st.tensor([0]))
+
+
+@pytest.mark.parametrize("mean", [True, False])
+@pytest.mark.parametrize("rows", [0, 1, 3001])
+def test_reduce_primitive(device, mean, rows):
+    """The backend's one-call sum/count/mean of the per-row losses (one CUDA block walks every
+    row) against float64, with int32 labels and ignored rows; no counted row -> NaN mean."""
+    rng = np.random.default_rng(rows)
+    loss = rng.random(rows).astype(np.float32)
+    labels = rng.integers(-1, 5, rows).astype(np.int32)
+    loss[labels == -1] = 0.0
+    be = device.backend
+    value, count = be.cross_entropy_reduce(be.asarray(loss, st.float32),
+                                           be.asarray(labels, st.int32), -1, mean)
+    n = int((labels != -1).sum())
+    total = f64(loss).sum()
+    assert float(be.to_numpy(count)) == n
+    want = (total / n if n else np.nan) if mean else total
+    got = float(be.to_numpy(value))
+    if np.isnan(want):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-6)

@@ -47,7 +47,8 @@ PRIMITIVES = {
     "attention": ["attention_forward", "attention_backward"],
     "normalization": ["layer_norm_forward", "layer_norm_backward", "rms_norm_forward",
                       "rms_norm_backward", "softmax_backward", "log_softmax_backward",
-                      "cross_entropy_forward", "cross_entropy_backward"],
+                      "cross_entropy_forward", "cross_entropy_backward",
+                      "cross_entropy_reduce"],
     "linear": ["linear_act", "linear_act_backward", "linear_act_backward_chain"],
     "cluster": ["kmeans_assign", "kmeans_update"],
 }
@@ -127,4 +128,18 @@ class Backend:
     # ---- matrix product ---------------------------------------------------------------
     def matmul(self, a, b):
         """Batched, broadcasting matrix product of arrays with ndim >= 2 (float dtypes)."""
+        raise NotImplementedError
+
+    # ---- fused attention (full contract: scitensor.backends.xp_attention) ----------------
+    def attention_forward(self, q, k, v, causal, scale, out=None):
+        """``(out, lse)``: softmax(q kᵀ · scale [+ causal mask]) v for ``q`` ``(B, H, Sq, D)``
+        and ``k``, ``v`` ``(B, Hkv, Sk, D)`` (any strides), and the rows' logsumexp. ``out``:
+        an array or view shaped and typed like ``q`` that receives the output and is returned
+        (``ValueError`` naming the shapes and dtypes otherwise); None allocates one."""
+        raise NotImplementedError
+
+    def attention_backward(self, g, q, k, v, out, lse, causal, scale, grads_out=None):
+        """``(dq, dk, dv)`` for the output cotangent ``g`` (any strides). ``grads_out``: three
+        arrays or views shaped and typed like ``q``, ``k``, ``v`` that receive the gradients
+        and are returned; None allocates them."""
         raise NotImplementedError

@@ -208,6 +208,27 @@ class NormalizationPrimitives:
             loss = loss - s * c.mean(axis=-1)
         return xp.where(valid, loss, cdt.type(0)), lse
 
+    def cross_entropy_reduce(self, loss, labels, ignore_index, mean):
+        """The scalar loss from the per-row losses of :meth:`cross_entropy_forward`.
+
+        Args:
+            loss: ``(M,)`` per-row losses (0 on ignored rows).
+            labels: ``(M,)`` integer labels.
+            ignore_index: label value whose rows do not count.
+            mean: divide the sum by the number of counted rows (NaN when there is none).
+
+        Returns:
+            ``(value, count)``: 0-d arrays of ``loss``' dtype, the sum (or mean) and the number
+            of rows whose label is not ``ignore_index``.
+        """
+        xp = self.xp
+        count = (labels.astype(np.int64, copy=False) != ignore_index).sum().astype(loss.dtype)
+        total = loss.sum(dtype=loss.dtype)
+        if mean:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = xp.asarray(total / count, dtype=loss.dtype)
+        return xp.asarray(total, dtype=loss.dtype), xp.asarray(count, dtype=loss.dtype)
+
     def cross_entropy_backward(self, g_rows, logits, labels, lse, ignore_index,
                                label_smoothing):
         """``dlogits = g_row * (softmax(x) - s / C - (1 - s) * onehot(label))``, 0 on ignored rows.

@@ -120,11 +120,10 @@ def _fused(logits: Tensor, labels: Tensor, rows: int, n_cls: int, reduction: str
     count = None
     if reduction == "none":
         value = be.reshape(loss, labels.shape)
-    else:
-        value = be.sum(loss, (0,), False)
-        if reduction == "mean":
-            count = _valid_count(be, lab, ignore_index, rows, dt.from_numpy_dtype(loss.dtype))
-            value = be.div(value, count)
+    else:  # the sum, the count of non-ignored rows and the mean in one backend call
+        value, count = be.cross_entropy_reduce(loss, lab, ignore_index, reduction == "mean")
+        if reduction == "sum":
+            count = None
     if value.dtype != out_dt.np:
         value = be.astype(value, out_dt)
 
@@ -149,16 +148,6 @@ def _fused(logits: Tensor, labels: Tensor, rows: int, n_cls: int, reduction: str
         return (wrap(be.reshape(dx, logits.shape), logits.device),)
 
     return make_result(value, logits.device, (logits,), pullback)
-
-
-def _valid_count(be, lab, ignore_index: int, rows: int, cdt):
-    """The number of labels other than ``ignore_index``, as a 0-d ``cdt`` array on the
-    device (a label dtype that cannot hold ``ignore_index`` ignores nothing)."""
-    try:
-        ignore = be.scalar(ignore_index, dt.from_numpy_dtype(lab.dtype))
-    except OverflowError:
-        return be.full((), rows, cdt)
-    return be.astype(be.sum(be.ne(lab, ignore), (0,), False), cdt)
 
 
 def _cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing):

@@ -30,6 +30,9 @@ __all__ = ["CudaNormalizationPrimitives"]
 _F32 = np.dtype(np.float32)
 _ROWS_PER_GROUP = 4  # layer-norm backward: fewest rows per group when partial sums are written
 _I64 = np.dtype(np.int64)
+# cross_entropy_reduce sums the rows in one block (one launch, where CuPy's sum, the count and
+# the division took four): beyond this many rows the multi-block reductions of the xp path win
+_CE_REDUCE_ROWS = 1 << 20
 _ndarray = cupy.ndarray
 _stream = cupy.cuda.get_current_stream
 _NORM_FWD_SIG = "pppipppqiifi"
@@ -250,6 +253,20 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
           loss.data.ptr, lse.data.ptr, rows, c, plan.tpr, int(ignore_index),
           float(label_smoothing))
         return loss, lse
+
+    def cross_entropy_reduce(self, loss, labels, ignore_index, mean):
+        rows = loss.shape[0] if loss.ndim == 1 else -1
+        if (loss.dtype != _F32 or loss.ndim != 1 or labels.shape != (rows,)
+                or labels.dtype.kind != "i" or rows > _CE_REDUCE_ROWS):
+            return super().cross_entropy_reduce(loss, labels, ignore_index, mean)
+        loss = _contig(loss, _F32)
+        lab = _contig(labels, _I64)
+        out = self._new((2,), _F32)
+        k = self._rows().get("cross_entropy.cu", DTYPE_CODE[_F32], "st_cross_entropy_reduce",
+                             "pppqqi")
+        k(1, 1024, _stream().ptr, loss.data.ptr, lab.data.ptr, out.data.ptr, rows,
+          int(ignore_index), int(bool(mean)))
+        return out[0], out[1]
 
     def cross_entropy_backward(self, g_rows, logits, labels, lse, ignore_index,
                                label_smoothing):

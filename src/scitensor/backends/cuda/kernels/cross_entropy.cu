@@ -99,3 +99,45 @@ extern "C" __global__ void __launch_bounds__(512)
     st_store_chunk(dr, i, o, cnt);
   });
 }
+
+// The reductions of the per-row losses (one block, a fixed order: deterministic): out[0] = the
+// sum of loss over all rows (ignored rows hold 0), divided by the number of rows whose label is
+// not ignore_index when `mean` (0 / 0 = NaN for none, as PyTorch), out[1] = that number.
+extern "C" __global__ void __launch_bounds__(1024)
+    st_cross_entropy_reduce(const float* __restrict__ loss, const long long* __restrict__ labels,
+                            float* __restrict__ out, long long rows, long long ignore_index,
+                            int mean) {
+  __shared__ double part_s[32];
+  __shared__ long long part_n[32];
+  double s = 0.0;
+  long long n = 0;
+  for (long long i = threadIdx.x; i < rows; i += blockDim.x) {
+    s += (double)loss[i];
+    n += labels[i] != ignore_index;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    s += __shfl_xor_sync(0xffffffffu, s, o);
+    n += __shfl_xor_sync(0xffffffffu, n, o);
+  }
+  const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+  if (l == 0) {
+    part_s[w] = s;
+    part_n[w] = n;
+  }
+  __syncthreads();
+  if (w == 0) {
+    const int nw = blockDim.x >> 5;
+    s = l < nw ? part_s[l] : 0.0;
+    n = l < nw ? part_n[l] : 0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      s += __shfl_xor_sync(0xffffffffu, s, o);
+      n += __shfl_xor_sync(0xffffffffu, n, o);
+    }
+    if (l == 0) {
+      out[0] = mean ? (float)(s / (double)n) : (float)s;
+      out[1] = (float)n;
+    }
+  }
+}
