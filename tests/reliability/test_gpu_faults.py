@@ -12,6 +12,7 @@ Everything except ``test_ops_carry_their_own_names`` and
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -53,6 +54,9 @@ def test_oom_names_op_and_size_frees_its_memory_and_the_next_op_succeeds(cuda):
     expected = np.arange(1000, dtype=np.float32)
     pool = cuda.backend.pool
     cuda.backend.synchronize()
+    # earlier tests' unreachable arrays (held in reference cycles) would be freed by the OOM
+    # recovery's garbage collection and make the pool shrink: collect them first
+    gc.collect()
     used = pool.used_bytes()
     nbytes = _too_many_bytes()
     with pytest.raises(CudaOutOfMemoryError) as info:
@@ -62,7 +66,8 @@ def test_oom_names_op_and_size_frees_its_memory_and_the_next_op_succeeds(cuda):
     assert e.requested == nbytes and e.device == "cuda:0"
     assert "empty" in str(e) and str(nbytes) in str(e) and "cuda:0" in str(e)
     cuda.backend.synchronize()
-    assert pool.used_bytes() == used, "the failed allocation kept memory in the pool"
+    # (other threads' or earlier tests' arrays may still be released meanwhile: never more)
+    assert pool.used_bytes() <= used, "the failed allocation kept memory in the pool"
     np.testing.assert_array_equal(x.numpy(), expected)  # existing tensors intact
     np.testing.assert_array_equal((x * 2 + 1).numpy(), expected * 2 + 1)
 
