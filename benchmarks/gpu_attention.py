@@ -188,18 +188,22 @@ def sweep(warmup, reps):
     rows = []
     for b, h, s, d in ((4, 16, 4096, 128), (8, 16, 2048, 64)):
         inputs = make_inputs(b, h, s, d, 1)
-        base = ca.config_for(ca.BF16, d)
-        fwd_alts = [(8, 1, 64), (4, 1, 64), (4, 1, 128), (8, 1, 128), (4, 2, 32), (4, 2, 64),
-                    (8, 2, 64)]
+        base = ca.config_for(ca.BF16, d, getattr(st.Device("cuda").backend, "arch", None))
+        # forward alternatives: (warps, m16 tiles per warp, keys per tile, kernel version);
+        # version 2 is the sm_90 wgmma kernel (warps = 4 x warpgroups)
+        fwd_alts = [(8, 1, 64, 1), (4, 1, 64, 1), (4, 1, 128, 1), (8, 1, 128, 1),
+                    (4, 2, 32, 1), (4, 2, 64, 1), (8, 2, 64, 1),
+                    (4, 1, 64, 2), (4, 1, 128, 2), (8, 1, 64, 2), (8, 1, 128, 2), (12, 1, 64, 2)]
         bwd_alts = [(w, m, 1) for w in (4, 8) for m in (16, 32, 64)] + [(8, 32, 2), (8, 64, 2)]
         for causal in (False, True):
             for kind, alts in (("fwd", fwd_alts), ("fwd+bwd", bwd_alts)):
                 for alt in alts:
                     cfg = (ca.AttentionConfig(alt[0], alt[2], base.bwd_warps, base.bwd_bm, alt[1],
-                                              base.bwd_version)
+                                              base.bwd_version, 0, alt[3])
                            if kind == "fwd" else
                            ca.AttentionConfig(base.fwd_warps, base.fwd_bn, alt[0], alt[1],
-                                              base.fwd_mw, alt[2]))
+                                              base.fwd_mw, alt[2], base.fwd_lazy_rescale,
+                                              base.fwd_version))
                     try:
                         ca.set_attention_config(ca.BF16, d, cfg)
                         case = ("sweep", "bf16", b, h, s, d, causal, kind, None)

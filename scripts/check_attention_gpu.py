@@ -6,6 +6,10 @@ rows see no key, grouped-query attention and a length-1 edge), it draws fresh ra
 poisons every output buffer (NaN bytes) first, runs the backend's attention_forward and
 attention_backward, and compares out, lse, dq, dk, dv with float64 NumPy. Prints the max
 relative error per tensor (max |diff| / max |ref|) and fails on NaN or a tolerance breach.
+The ``strided`` layout (on by default, ``--layouts``) passes q, k, v, dO as views of larger
+buffers (heads of (B, S, heads + 1, D) arrays, spare heads NaN) and writes ``out=`` /
+``grads_out=`` into views of poisoned buffers, as nn.MultiHeadAttention does; the spare heads
+must keep their poison (``gaps``).
 
 Meant to run under compute-sanitizer too (small shapes keep it quick):
     python scripts/check_attention_gpu.py
@@ -74,25 +78,57 @@ def max_rel(got, ref) -> float:
     return float(np.abs(got[fin] - ref[fin]).max() / scale)
 
 
-def run(be, kind, b, h, hkv, sq, sk, d, causal, seed):
+def _swap(x):
+    return x.transpose(0, 2, 1, 3)  # (B, S, heads, D) <-> (B, heads, S, D), a view
+
+
+def _nan_buffer(be, shape, tdt):
+    """A device buffer of 0xFF bytes (NaN) and its host copy."""
+    host = np.empty(shape, tdt.np)
+    host.view(np.uint8)[...] = 0xFF
+    return be.asarray(host, tdt)
+
+
+def run(be, kind, b, h, hkv, sq, sk, d, causal, seed, layout="dense"):
     import cupy
 
     np_dt = {"bf16": st.bfloat16.np, "f16": np.float16}.get(kind, np.float32)
+    tdt = st.dtypes.from_numpy_dtype(np_dt)
     r = np.random.default_rng(seed)
     host = [r.standard_normal(s).astype(np_dt) for s in
             ((b, h, sq, d), (b, hkv, sk, d), (b, hkv, sk, d), (b, h, sq, d))]
     scale = 1.0 / np.sqrt(d)
     st.set_matmul_precision("tf32" if kind == "tf32" else "highest")
+    gaps = []
     try:
-        q, k, v, g = (be.asarray(x, st.dtypes.from_numpy_dtype(np_dt)) for x in host)
-        out, lse = be.attention_forward(q, k, v, causal, scale)
-        dq, dk, dv = be.attention_backward(g, q, k, v, out, lse, causal, scale)
+        if layout == "dense":
+            q, k, v, g = (be.asarray(x, tdt) for x in host)
+            out_to = grads_to = None
+        else:  # views: q heads 1..h of (B, Sq, H + 1, D); k, v around a spare head
+            qb, kvb, gy = (_nan_buffer(be, s, tdt) for s in
+                           ((b, sq, h + 1, d), (b, sk, 2 * hkv + 1, d), (b, sq, h, d)))
+            q, k, v, g = (_swap(qb[:, :, 1:]), _swap(kvb[:, :, :hkv]),
+                          _swap(kvb[:, :, hkv + 1:]), _swap(gy))
+            for dst, x in zip((q, k, v, g), host):
+                be.setitem(dst, Ellipsis, be.asarray(x, tdt))
+            y, gq, gkv = (_nan_buffer(be, s, tdt) for s in
+                          ((b, sq, h + 1, d), (b, sq, h + 1, d), (b, sk, 2 * hkv + 1, d)))
+            out_to = _swap(y[:, :, 1:])
+            grads_to = (_swap(gq[:, :, 1:]), _swap(gkv[:, :, :hkv]), _swap(gkv[:, :, hkv + 1:]))
+            gaps = [y[:, :, 0], gq[:, :, 0], gkv[:, :, hkv]]
+        out, lse = be.attention_forward(q, k, v, causal, scale, out=out_to)
+        dq, dk, dv = be.attention_backward(g, q, k, v, out, lse, causal, scale, grads_to)
         cupy.cuda.get_current_stream().synchronize()
     finally:
         st.set_matmul_precision("highest")
     got = [be.to_numpy(x).astype(np.float64) for x in (out, lse, dq, dk, dv)]
     ref = reference(*host, causal, scale)
-    return {n: max_rel(a, e) for n, a, e in zip(("out", "lse", "dq", "dk", "dv"), got, ref)}
+    errs = {n: max_rel(a, e) for n, a, e in zip(("out", "lse", "dq", "dk", "dv"), got, ref)}
+    if layout != "dense":
+        kept = all(np.all(be.to_numpy(x).view(np.uint8) == 0xFF) for x in gaps)
+        same = out is out_to and all(x is t for x, t in zip((dq, dk, dv), grads_to))
+        errs["gaps"] = 0.0 if kept and same else float("inf")
+    return errs
 
 
 def main() -> int:
@@ -100,6 +136,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two shapes (for the sanitizers)")
     ap.add_argument("--all-configs", action="store_true")
     ap.add_argument("--kinds", default="bf16,f16,f32,tf32")
+    ap.add_argument("--layouts", default="dense,strided",
+                    help="dense arrays and/or strided views with out= / grads_out=")
     ap.add_argument("--record", metavar="FILE",
                     help="write the names of the kernels launched to FILE (kernel_inventory)")
     args = ap.parse_args()
@@ -121,6 +159,9 @@ def main() -> int:
         configs += [ca.AttentionConfig(fw, bn, bw, bm, mw, bv) for fw, bn, bw, bm, mw, bv in
                     itertools.product((4, 8), (32, 64, 128), (4, 8), (16, 32, 64), (1, 2),
                                       (1, 2))]
+        if getattr(be, "arch", None) == 90:  # the wgmma forward's tiles (sm_90 only)
+            configs += [ca.AttentionConfig(fw, bn, 8, 64, 1, 1, 0, 2)
+                        for fw, bn in itertools.product((4, 8, 12), (64, 128))]
     shapes = QUICK if args.quick else SHAPES
     failures = 0
     for cfg, kind, d in itertools.product(configs, args.kinds.split(","), (32, 64, 128)):
@@ -131,11 +172,13 @@ def main() -> int:
                 continue
         try:
             for i, (b, h, hkv, sq, sk) in enumerate(shapes):
-                for causal in (False, True):
-                    errs = run(be, kind, b, h, hkv, sq, sk, d, causal, seed=1000 * d + 10 * i)
+                for layout, causal in itertools.product(args.layouts.split(","),
+                                                        (False, True)):
+                    errs = run(be, kind, b, h, hkv, sq, sk, d, causal, seed=1000 * d + 10 * i,
+                               layout=layout)
                     bad = [n for n, e in errs.items() if not e <= TOL[kind]]
                     failures += bool(bad)
-                    print(f"{kind:4} D{d:<3} {cfg or 'default'!s:58.58} B{b} H{h}/{hkv} "
+                    print(f"{kind:4} D{d:<3} {cfg or 'default'!s:58.58} {layout:7} B{b} H{h}/{hkv} "
                           f"Sq{sq:<3} Sk{sk:<3} {'causal' if causal else 'full  '} "
                           + " ".join(f"{n} {e:.1e}" for n, e in errs.items())
                           + (f"  FAIL {bad}" if bad else ""), flush=True)

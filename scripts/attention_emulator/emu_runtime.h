@@ -40,7 +40,8 @@ inline thread_local EmuDim threadIdx, blockIdx;
 inline EmuDim blockDim, gridDim;
 
 [[noreturn]] inline void emu_fail(const char* what) {
-  std::fprintf(stderr, "EMULATOR ERROR: %s (thread %u, block %u)\n", what, threadIdx.x, blockIdx.x);
+  std::fprintf(stderr, "EMULATOR ERROR: %s (thread %u, block %u,%u,%u)\n", what, threadIdx.x,
+               blockIdx.x, blockIdx.y, blockIdx.z);
   std::abort();
 }
 
@@ -216,19 +217,21 @@ inline void sta_red_add2(float* p, float a, float b) {
   std::atomic_ref<float>(p[1]).fetch_add(b);
 }
 
-// Run `body(smem)` for every thread of every block (blocks one after another).
+// Run `body(smem)` for every thread of every block of a (gx, gy, gz) grid (blocks one after
+// another, x fastest).
 template <class F>
-void emu_launch(int grid, int threads, size_t smem_bytes, F body) {
-  gridDim = {(unsigned)grid, 1, 1};
+void emu_launch(EmuDim grid, int threads, size_t smem_bytes, F body) {
+  gridDim = grid;
   blockDim = {(unsigned)threads, 1, 1};
-  for (int bx = 0; bx < grid; ++bx) {
+  for (unsigned i = 0; i < grid.x * grid.y * grid.z; ++i) {
+    const unsigned bx = i % grid.x, by = i / grid.x % grid.y, bz = i / (grid.x * grid.y);
     EmuBlock blk(threads, smem_bytes);
     std::vector<std::thread> pool;
     pool.reserve(threads);
     for (int tx = 0; tx < threads; ++tx) {
-      pool.emplace_back([&blk, &body, tx, bx] {
+      pool.emplace_back([&blk, &body, tx, bx, by, bz] {
         threadIdx = {(unsigned)tx, 0, 0};
-        blockIdx = {(unsigned)bx, 0, 0};
+        blockIdx = {bx, by, bz};
         emu_blk = &blk;
         emu_parity = 0;
         emu_groups.clear();
@@ -241,4 +244,9 @@ void emu_launch(int grid, int threads, size_t smem_bytes, F body) {
     }
     for (auto& th : pool) th.join();
   }
+}
+// a 1-D grid of `grid` blocks
+template <class F>
+void emu_launch(int grid, int threads, size_t smem_bytes, F body) {
+  emu_launch(EmuDim{(unsigned)grid, 1, 1}, threads, smem_bytes, body);
 }

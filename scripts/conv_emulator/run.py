@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import hashlib
+import os
 import pathlib
 import subprocess
 import sys
@@ -67,7 +68,7 @@ def build(options: tuple[str, ...], asan: bool = False) -> ctypes.CDLL:
         so = BUILD / f"emu_conv-{key}.so"
         if not so.exists():
             BUILD.mkdir(parents=True, exist_ok=True)
-            tmp = so.with_suffix(".tmp")
+            tmp = so.with_suffix(f".{os.getpid()}.tmp")  # parallel test workers build too
             subprocess.run(["g++", *flags, str(HERE / "emu_conv.cpp"), "-o", str(tmp)],
                            check=True)
             tmp.replace(so)

@@ -1,4 +1,6 @@
-"""Every CUDA source in backends/cuda/kernels compiles for sm_90 (runs without a GPU).
+"""Every CUDA source in backends/cuda/kernels compiles for sm_90 (runs without a GPU); sources
+on Hopper's warpgroup MMA (those including ``wgmma.cuh``) for ``sm_90a``, as the backend
+compiles them.
 
 Uses ``nvcc`` when it is on PATH (skipped otherwise), so a syntax error in a kernel cannot
 land unseen on machines without a GPU. Sources that take ``-DST_DTYPE`` are compiled for
@@ -27,15 +29,21 @@ def _variants(path: pathlib.Path):
 CASES = [(p, d) for p in SOURCES for d in _variants(p)]
 
 
+def _arch_specific(path: pathlib.Path) -> bool:
+    return '#include "wgmma.cuh"' in path.read_text()
+
+
 def test_kernel_sources_exist():
     assert {p.name for p in SOURCES} >= {"elementwise.cu", "random.cu"}
+    assert _arch_specific(KERNELS / "attention_fwd_wgmma.cu")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 @pytest.mark.parametrize("source,define", CASES,
                          ids=[f"{p.name}{'' if d is None else d}" for p, d in CASES])
 def test_compiles_for_sm90(source, define, tmp_path):
-    cmd = [NVCC, "-arch=sm_90", "--ptx", "-std=c++17", f"-I{KERNELS}", str(source),
+    arch = "sm_90a" if _arch_specific(source) else "sm_90"
+    cmd = [NVCC, f"-arch={arch}", "--ptx", "-std=c++17", f"-I{KERNELS}", str(source),
            "-o", str(tmp_path / "out.ptx")]
     if define:
         cmd.insert(1, define)
@@ -65,7 +73,8 @@ def test_compiles_with_nvrtc(source, define, tmp_path, monkeypatch):
 
     monkeypatch.setenv("SCITENSOR_KERNEL_CACHE", str(tmp_path))
     try:
-        image = compile_source(source.name, source.read_text(), 90, [define] if define else [])
+        image = compile_source(source.name, source.read_text(), 90, [define] if define else [],
+                               arch_specific=_arch_specific(source))
     except KernelCompileError as e:
         if define and "#error" in e.log:
             pytest.skip(f"{source.name} does not support {define}")

@@ -10,7 +10,8 @@ from hypothesis import strategies as hs
 import scitensor as st
 from scitensor import nn, optim
 from scitensor.nn import functional as F
-from scitensor.nn.attention import _attention_composed, _heads_view
+from scitensor.nn.attention import _attention_composed, _attention_seq_major, _heads_view
+from scitensor.ops.attention import attention_reference
 
 from ..ops.helpers import PROPS, f64, grad_check, poisoned, second_order
 
@@ -139,6 +140,63 @@ def test_unfused_composition_matches_fused(rng, causal):
     got = _attention_composed(qs, ks, vs, causal, 0.5, 0.0)
     want = F.scaled_dot_product_attention(qs, ks, vs, causal=causal, scale=0.5)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# (source shapes as (seq, heads), roles, which sources require grad): the layer's packed
+# self-attention, its key-is-value cross-attention, three sources with one frozen, and a source
+# with a head no role uses (its gradient must be zero)
+SEQ_MAJOR_CASES = {
+    "packed": ([(9, 5)], ((0, 0, 3), (0, 3, 4), (0, 4, 5)), (True,)),
+    "key_is_value": ([(9, 4), (6, 4)], ((0, 0, 4), (1, 0, 2), (1, 2, 4)), (True, True)),
+    "frozen_value": ([(7, 2), (11, 1), (11, 1)], ((0, 0, 2), (1, 0, 1), (2, 0, 1)),
+                     (True, True, False)),
+    "uncovered_head": ([(8, 6)], ((0, 0, 2), (0, 3, 4), (0, 5, 6)), (True,)),
+}
+
+
+@pytest.mark.parametrize("case", SEQ_MAJOR_CASES)
+@pytest.mark.parametrize("causal", [False, True])
+def test_seq_major_op_matches_composition(device, rng, case, causal):
+    """The layer's copy-free attention step (strided views in, output and gradients written
+    into place) against the float64 composition through head views, value and gradients."""
+    shapes, roles, needs = SEQ_MAJOR_CASES[case]
+    b, d = 2, 32  # a CUDA kernel head dim
+    host = [rng.standard_normal((b, s, n, d)) for s, n in shapes]
+    srcs = [st.tensor(a.astype(np.float32), device=device, requires_grad=rg)
+            for a, rg in zip(host, needs)]
+    ref_srcs = [st.tensor(a, requires_grad=rg) for a, rg in zip(host, needs)]
+    sq, h = shapes[roles[0][0]][0], roles[0][2] - roles[0][1]
+    g = rng.standard_normal((b, sq, h, d))
+    with poisoned(device):
+        y = _attention_seq_major(tuple(srcs), roles, causal, None)
+        y.backward(st.tensor(g.astype(np.float32), device=device))
+    qs, ks, vs = (_heads_view(ref_srcs[i], h0, h1) for i, h0, h1 in roles)
+    want = attention_reference(qs, ks, vs, causal).permute(0, 2, 1, 3)
+    want.backward(st.tensor(g))
+    assert y.shape == (b, sq, h, d) and rel_err(y, want.numpy()) < 1e-4
+    for i, (src, ref) in enumerate(zip(srcs, ref_srcs)):
+        if not ref.requires_grad:
+            assert src.grad is None
+            continue
+        assert rel_err(src.grad, ref.grad.numpy()) < 1e-4, i
+    if case == "uncovered_head":
+        assert np.all(srcs[0].grad.numpy()[:, :, [2, 4]] == 0)
+
+
+def test_seq_major_op_copies_nothing(device, rng, monkeypatch):
+    """Issue 9: the fused step reads the projection, writes the output and the gradients in
+    place: the backend is never asked for a contiguous copy."""
+    be = device.backend
+    calls = []
+    for name in ("ascontiguous", "copy"):
+        orig = getattr(be, name)
+        monkeypatch.setattr(be, name, lambda *a, _o=orig, _n=name, **k: calls.append(_n)
+                            or _o(*a, **k))
+    src = st.tensor(rng.standard_normal((2, 16, 6, 64)).astype(np.float32), device=device,
+                    requires_grad=True)
+    y = _attention_seq_major((src,), ((0, 0, 2), (0, 2, 4), (0, 4, 6)), True, None)
+    y.backward(st.tensor(rng.standard_normal(y.shape).astype(np.float32), device=device))
+    assert src.grad.shape == src.shape and calls == []
 
 
 def test_dropout_in_training_only_and_unbiased():

@@ -2,7 +2,10 @@
 reference (odd lengths, causal and not, grouped-query attention, every floating dtype),
 numerical gradient checks in float64 (second order through the create_graph fallback),
 Hypothesis over shapes, and CUDA kernel shapes on the ``device`` fixture with poisoned
-outputs (the GPU half runs where a GPU is present).
+outputs (the GPU half runs where a GPU is present). The backend primitives' strided operands
+and ``out=`` / ``grads_out=`` contract (views of packed projections, results written into
+slices of poisoned buffers) run on every device too, and the kernels themselves on the host
+emulator with dense and strided layouts.
 """
 
 from __future__ import annotations
@@ -97,6 +100,59 @@ def test_kernel_shapes(device, dtype, d, causal, lengths):
     run_case(device, dtype, 1, 2, 1, *lengths, d, causal, seed=d + lengths[0])
 
 
+def _hopper_attention(device):
+    """The CUDA attention module on an sm_90 device, else skip (the wgmma forward needs one)."""
+    if device.type != "cuda":
+        pytest.skip("the wgmma forward is a CUDA kernel")
+    from scitensor.backends.cuda import attention as ca
+
+    if getattr(device.backend, "arch", None) != 90:
+        pytest.skip("the wgmma forward needs an sm_90 GPU")
+    return ca
+
+
+# (fwd_warps = 4 x warpgroups, fwd_bn): every warpgroup count and key tile the kernel takes
+WGMMA_TILES = [(4, 64), (4, 128), (8, 64), (8, 128), (12, 64)]
+
+
+@pytest.mark.parametrize("tiles", WGMMA_TILES, ids=lambda t: f"w{t[0]}bn{t[1]}")
+@pytest.mark.parametrize("dtype, d", [(st.bfloat16, 128), (st.float16, 64)],
+                         ids=lambda x: getattr(x, "name", str(x)))
+@pytest.mark.parametrize("causal", [False, True])
+def test_wgmma_forward_tiles(device, tiles, dtype, d, causal):
+    """Each tile shape of the Hopper forward against float64 (odd lengths, Sq != Sk, grouped
+    heads), gradients through the mma.sync backward it hands its lse to."""
+    ca = _hopper_attention(device)
+    code = ca.BF16 if dtype is st.bfloat16 else ca.F16
+    base = ca.config_for(code, d, 90)
+    cfg = ca.AttentionConfig(tiles[0], tiles[1], base.bwd_warps, base.bwd_bm, 1,
+                             base.bwd_version, 0, 2)
+    ca.set_attention_config(code, d, cfg)
+    try:
+        for i, lengths in enumerate([(200, 333), (77, 77), (300, 100), (1, 5)]):
+            run_case(device, dtype, 2, 4, 2, *lengths, d, causal, seed=7 * i + tiles[1])
+    finally:
+        ca.set_attention_config(code, d, None)
+
+
+def test_wgmma_configs_are_the_hopper_defaults_and_checked(device):
+    ca = _hopper_attention(device)
+    for code in (ca.BF16, ca.F16):
+        for d in (64, 128):
+            assert ca.config_for(code, d, 90).fwd_version == 2
+            assert ca.config_for(code, d, 80).fwd_version == 1
+        assert ca.config_for(code, 32, 90).fwd_version == 1
+    wg = ca.AttentionConfig(12, 64, 8, 64, 1, 2, 0, 2)
+    wg.check(128, ca.BF16)
+    for d, code, cfg in [(32, ca.BF16, wg), (128, ca.TF32, wg),
+                         (128, ca.BF16, ca.AttentionConfig(12, 32, 8, 64, 1, 2, 0, 2)),
+                         (128, ca.BF16, ca.AttentionConfig(12, 128, 8, 64, 1, 2, 0, 2)),
+                         (128, ca.BF16, ca.AttentionConfig(12, 64, 8, 64, 2, 2, 0, 2)),
+                         (128, ca.BF16, ca.AttentionConfig(12, 64, 8, 64, 1, 2, 0, 3))]:
+        with pytest.raises(ValueError, match="does not fit"):
+            cfg.check(d, code)
+
+
 def test_custom_scale_and_rows_that_see_nothing(device):
     run_case(device, st.float32, 1, 2, 2, 9, 4, 8, True, scale=0.3)
     q = st.randn(1, 1, 6, 4, device=device)
@@ -181,6 +237,133 @@ def test_errors():
         scaled_dot_product_attention(q[0], q[0], q[0])
 
 
+def _poison(shape, dtype) -> np.ndarray:
+    """A host array of ``dtype`` (a scitensor dtype) filled with 0xFF bytes (NaN)."""
+    a = np.empty(shape, dtype.np)
+    a.view(np.uint8)[...] = 0xFF
+    return a
+
+
+def _untouched(a) -> bool:
+    """Whether every byte of host array ``a`` still holds the 0xFF poison."""
+    return bool(np.all(np.ascontiguousarray(a).view(np.uint8) == 0xFF))
+
+
+def _swap(x):
+    """(B, S, heads, D) <-> (B, heads, S, D), a view."""
+    return x.transpose(0, 2, 1, 3)
+
+
+# (dtype, head dim): the CUDA kernels' types and head dims, and float64 (the xp composition on
+# every device); the CPU runs the composition for all
+STRIDED = [(st.bfloat16, 64), (st.float16, 32), (st.float32, 128), (st.float64, 16)]
+
+
+@pytest.mark.parametrize("dtype, d", STRIDED, ids=lambda x: getattr(x, "name", str(x)))
+@pytest.mark.parametrize("causal", [False, True])
+def test_strided_operands_and_outputs(device, dtype, d, causal):
+    """The attention primitives read q, k, v as views of one packed (B, S, N + 1, D) projection
+    (grouped-query heads, a spare NaN head) and the incoming gradient as a swapped
+    (B, S, H, D) array, and write ``out=`` / ``grads_out=`` into views of larger poisoned
+    buffers: the very arrays given are returned, the results equal those of dense copies of
+    the operands (bit for bit on CUDA but dq, which sums atomically) and the float64
+    reference, and the spare heads keep their poison."""
+    be = device.backend
+    b, h, hkv, s = 2, 3, 1, 45
+    n = h + 2 * hkv
+    r = np.random.default_rng(d)
+    host = _poison((b, s, n + 1, d), dtype)
+    host[:, :, :n] = r.standard_normal((b, s, n, d)).astype(dtype.np)
+    qkv = be.asarray(host, dtype)
+    heads = ((0, h), (h, h + hkv), (h + hkv, n))
+    q, k, v = (_swap(qkv[:, :, h0:h1]) for h0, h1 in heads)
+    gy = be.asarray(r.standard_normal((b, s, h, d)).astype(dtype.np), dtype)
+    g = _swap(gy)
+    scale = 1.0 / np.sqrt(d)
+    with poisoned(device):
+        dense = [be.ascontiguous(x) for x in (q, k, v, g)]
+        out_d, lse_d = be.attention_forward(*dense[:3], causal, scale)
+        grads_d = be.attention_backward(dense[3], *dense[:3], out_d, lse_d, causal, scale)
+
+    y = be.asarray(_poison((b, s, h + 1, d), dtype), dtype)
+    out_to = _swap(y[:, :, 1:])
+    out, lse = be.attention_forward(q, k, v, causal, scale, out=out_to)
+    assert out is out_to
+    gbuf = be.asarray(_poison(host.shape, dtype), dtype)
+    grads_to = tuple(_swap(gbuf[:, :, h0:h1]) for h0, h1 in heads)
+    grads = be.attention_backward(g, q, k, v, out, lse, causal, scale, grads_out=grads_to)
+    assert all(x is want for x, want in zip(grads, grads_to))
+
+    y_host, gbuf_host = be.to_numpy(y), be.to_numpy(gbuf)
+    assert _untouched(y_host[:, :, 0]) and _untouched(gbuf_host[:, :, n])
+    ref = reference(*(_swap(host[:, :, h0:h1]) for h0, h1 in heads), _swap(be.to_numpy(gy)),
+                    causal, scale)
+    tol = NORM_TOL[dtype.name]
+    got = (_swap(y_host[:, :, 1:]), *(_swap(gbuf_host[:, :, h0:h1]) for h0, h1 in heads))
+    dense_host = [be.to_numpy(x) for x in (out_d, *grads_d)]
+    kernels = device.type == "cuda" and dtype is not st.float64  # same kernels, same bits
+    for name, x, want, xd in zip(("out", "dq", "dk", "dv"), got, ref, dense_host):
+        assert rel_err(x, want) < tol, name
+        if kernels and name != "dq":
+            np.testing.assert_array_equal(f64(x), f64(xd), err_msg=name)
+        else:
+            np.testing.assert_allclose(f64(x), f64(xd), rtol=tol, atol=tol, err_msg=name)
+    if kernels:
+        np.testing.assert_array_equal(be.to_numpy(lse), be.to_numpy(lse_d))
+
+
+@pytest.mark.parametrize("dtype", (st.bfloat16, st.float32), ids=lambda t: t.name)
+def test_outputs_the_kernels_cannot_address(device, dtype):
+    """Operands and outputs whose strides are no multiple of 16 bytes (rows of D + 1 elements)
+    or with one misaligned element offset: inputs are read through dense copies, outputs
+    computed densely and copied in; results still land in the given arrays."""
+    be = device.backend
+    b, h, s, d = 1, 2, 33, 64
+    r = np.random.default_rng(1)
+    host = r.standard_normal((b, s, 3 * h, d + 1)).astype(dtype.np)
+    qkv = be.asarray(host, dtype)
+    q, k, v = (_swap(qkv[:, :, i * h:(i + 1) * h, :d]) for i in range(3))
+    flat = be.asarray(r.standard_normal(b * h * s * d + 1).astype(dtype.np), dtype)
+    g = flat[1:].reshape(b, h, s, d)  # 2 or 4 bytes past an aligned address
+    y = be.asarray(_poison((b, s, h, d + 1), dtype), dtype)
+    out = _swap(y[:, :, :, 1:])
+    res, lse = be.attention_forward(q, k, v, True, 0.125, out=out)
+    assert res is out
+    gbuf = be.asarray(_poison((b, s, 3 * h, d + 1), dtype), dtype)
+    grads_to = tuple(_swap(gbuf[:, :, i * h:(i + 1) * h, 1:]) for i in range(3))
+    grads = be.attention_backward(g, q, k, v, out, lse, True, 0.125, grads_out=grads_to)
+    assert all(x is want for x, want in zip(grads, grads_to))
+    ref = reference(*(_swap(host[:, :, i * h:(i + 1) * h, :d]) for i in range(3)),
+                    be.to_numpy(g), True, 0.125)
+    y_host, gbuf_host = be.to_numpy(y), be.to_numpy(gbuf)
+    got = (_swap(y_host[..., 1:]), *(_swap(gbuf_host[:, :, i * h:(i + 1) * h, 1:])
+                                     for i in range(3)))
+    for name, x, want in zip(("out", "dq", "dk", "dv"), got, ref):
+        assert rel_err(x, want) < NORM_TOL[dtype.name], name
+    assert _untouched(y_host[..., 0]) and _untouched(gbuf_host[..., 0])
+
+
+def test_out_and_grads_out_errors(device):
+    be = device.backend
+    q = be.asarray(np.ones((1, 2, 3, 8), np.float32), st.float32)
+    kv = be.asarray(np.ones((1, 1, 4, 8), np.float32), st.float32)
+    with pytest.raises(ValueError, match=r"attention_forward: out must be an array shaped "
+                                         r"\(1, 2, 3, 8\) with dtype float32 like q, got .* "
+                                         r"\(1, 2, 3, 4\)"):
+        be.attention_forward(q, kv, kv, False, 0.5, out=be.empty((1, 2, 3, 4), st.float32))
+    with pytest.raises(ValueError, match=r"out must be .* dtype float32 .* dtype float64"):
+        be.attention_forward(q, kv, kv, False, 0.5, out=be.empty((1, 2, 3, 8), st.float64))
+    out, lse = be.attention_forward(q, kv, kv, False, 0.5)
+    with pytest.raises(ValueError, match="grads_out must be three arrays"):
+        be.attention_backward(q, q, kv, kv, out, lse, False, 0.5, grads_out=(q, kv))
+    with pytest.raises(ValueError, match=r"grads_out\[1\] \(dk\) must be an array shaped "
+                                         r"\(1, 1, 4, 8\) .* like k"):
+        be.attention_backward(q, q, kv, kv, out, lse, False, 0.5,
+                              grads_out=(be.empty((1, 2, 3, 8), st.float32),
+                                         be.empty((1, 2, 4, 8), st.float32),
+                                         be.empty((1, 1, 4, 8), st.float32)))
+
+
 def _emulator():
     """scripts/attention_emulator/run.py as a module, or None where g++ lacks C++20."""
     import importlib.util
@@ -205,14 +388,38 @@ def _emulator():
     return mod
 
 
+@pytest.mark.parametrize("layout, case, causal", [
+    ("dense", (1, 2, 1, 70, 45), True),
+    ("packed", (2, 3, 1, 37, 37), True),   # views into one (B, S, N, D) projection
+    ("cross", (1, 2, 1, 70, 45), False),   # every operand in its own axis order
+])
 @pytest.mark.parametrize("bwd_version", [1, 2])
-def test_cuda_kernels_on_host_emulator(bwd_version):
+def test_cuda_kernels_on_host_emulator(bwd_version, layout, case, causal):
     """The bf16 CUDA kernels (D64 tiles, both dK/dV kernels), forward and backward, run on the
-    host emulator (one thread per CUDA thread, warp collectives emulated) against float64."""
+    host emulator (one thread per CUDA thread, warp collectives emulated) against float64,
+    with dense and strided operands; gaps of the strided buffers keep their poison."""
     emu = _emulator()
     if emu is None:
         pytest.skip("g++ with C++20 <barrier> is not available")
     exe = emu.build("bf16", 64, (4, 2, 64), (8, 64, bwd_version), asan=False)
-    errs = emu.run_case(exe, "bf16", 1, 2, 1, 70, 45, 64, True, seed=3)
+    errs = emu.run_case(exe, "bf16", *case, 64, causal, seed=3, kind=layout)
     assert not errs.pop("lse_nan")
+    assert errs.pop("gaps_written") == 0
     assert all(e < 3e-2 for e in errs.values()), errs
+
+
+def test_cuda_attention_glue_on_host_emulator():
+    """backends/cuda/attention.py with its driver launch redirected to the emulator: argument
+    order, grids, strides of views, out= / grads_out= (scripts/attention_emulator/glue_check.py
+    --quick, in a subprocess: it patches the module)."""
+    import pathlib
+    import subprocess
+    import sys
+
+    if _emulator() is None:
+        pytest.skip("g++ with C++20 <barrier> is not available")
+    pytest.importorskip("cupy")
+    script = pathlib.Path(__file__).parents[2] / "scripts" / "attention_emulator" / "glue_check.py"
+    r = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "all passed" in r.stdout, r.stdout + r.stderr

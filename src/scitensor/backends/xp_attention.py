@@ -2,7 +2,7 @@
 
 Two primitives serve ``scitensor.ops.attention.scaled_dot_product_attention``:
 
-- ``attention_forward(q, k, v, causal, scale) -> (out, lse)``
+- ``attention_forward(q, k, v, causal, scale, out=None) -> (out, lse)``
 - ``attention_backward(g, q, k, v, out, lse, causal, scale, grads_out=None) -> (dq, dk, dv)``
 
 Shapes: ``q`` is ``(B, H, Sq, D)``, ``k`` and ``v`` are ``(B, Hkv, Sk, D)`` with
@@ -10,6 +10,11 @@ Shapes: ``q`` is ``(B, H, Sq, D)``, ``k`` and ``v`` are ``(B, Hkv, Sk, D)`` with
 ``h // (H // Hkv)``); ``out`` is ``(B, H, Sq, D)`` in the input dtype and ``lse`` the
 per-row logsumexp of the scaled, masked scores, ``(B, H, Sq)``, in the compute dtype
 (float32 for float16/bfloat16/float32 inputs, float64 for float64).
+
+Operands may be strided views (e.g. heads of a packed ``(B, S, 3, H, D)`` projection, swapped to
+``(B, H, S, D)``): nothing assumes contiguity. ``out=`` (forward) and ``grads_out=`` (backward)
+name arrays, views included, that receive the results: every backend writes them there and
+returns them, so a caller can let the kernels fill a slice of a larger buffer.
 
 Conventions shared with the CUDA kernels (``backends/cuda/kernels/attention_*.cu``):
 
@@ -52,9 +57,30 @@ def _chunks(b, h, sq, sk):
     return [(i, min(i + step, sq)) for i in range(0, sq, step)]
 
 
+def _check_outputs(op: str, outs, likes, names, like_names) -> None:
+    """Raise ``ValueError`` unless each of ``outs`` is shaped and typed like its ``likes``."""
+    for o, x, n, ln in zip(outs, likes, names, like_names):
+        shape, dtype = getattr(o, "shape", None), getattr(o, "dtype", None)
+        if shape is None or tuple(shape) != tuple(x.shape) or dtype != x.dtype:
+            raise ValueError(f"{op}: {n} must be an array shaped {tuple(x.shape)} with dtype "
+                             f"{x.dtype} like {ln}, got {type(o).__name__} of shape {shape} and "
+                             f"dtype {dtype}; pass an array (or view) of that shape and dtype, "
+                             "or None to allocate one")
+
+
+def _check_grads_out(grads_out, q, k, v) -> None:
+    """Raise ``ValueError`` unless ``grads_out`` is three arrays shaped and typed like q, k, v."""
+    if len(grads_out) != 3:
+        raise ValueError("attention_backward: grads_out must be three arrays (dq, dk, dv), got "
+                         f"{len(grads_out)}")
+    _check_outputs("attention_backward", grads_out, (q, k, v),
+                   ("grads_out[0] (dq)", "grads_out[1] (dk)", "grads_out[2] (dv)"),
+                   ("q", "k", "v"))
+
+
 class AttentionPrimitives:
-    """Mixin for :class:`~scitensor.backends.xp.ArrayBackend` (needs ``self.xp`` and
-    ``self.matmul``)."""
+    """Mixin for :class:`~scitensor.backends.xp.ArrayBackend` (needs ``self.xp``,
+    ``self.matmul`` and ``self.setitem``)."""
 
     def _attn_cast(self, a, np_dtype):
         """``a`` in ``np_dtype`` through the backend's cast (CuPy cannot cast bfloat16 itself)."""
@@ -74,13 +100,15 @@ class AttentionPrimitives:
             s = xp.where(hidden, q5.dtype.type(-np.inf), s)
         return s
 
-    def attention_forward(self, q, k, v, causal, scale):
+    def attention_forward(self, q, k, v, causal, scale, out=None):
         """Scaled-dot-product attention and its per-row logsumexp.
 
         Args:
-            q: ``(B, H, Sq, D)``; k, v: ``(B, Hkv, Sk, D)``, one floating dtype.
+            q: ``(B, H, Sq, D)``; k, v: ``(B, Hkv, Sk, D)``, one floating dtype; any strides.
             causal: mask key ``j`` for query ``i`` when ``j > i + Sk - Sq``.
             scale: the factor on ``q kᵀ`` (the op passes ``1/sqrt(D)`` by default).
+            out: optional array (a view is fine) shaped and typed like ``q`` that receives the
+                output; it is also what is returned.
 
         Returns:
             ``(out, lse)``: ``out`` ``(B, H, Sq, D)`` in ``q``'s dtype, ``lse`` ``(B, H, Sq)``
@@ -93,7 +121,21 @@ class AttentionPrimitives:
             >>> out, lse = CpuBackend(None).attention_forward(q, q, q, False, 0.5)
             >>> out.shape, lse.shape, round(float(lse[0, 0, 0]), 4)
             ((1, 1, 2, 4), (1, 1, 2), 2.6931)
+            >>> y = np.zeros((1, 2, 1, 4), np.float32)  # (B, S, H, D), filled as (B, H, S, D)
+            >>> o, _ = CpuBackend(None).attention_forward(q, q, q, False, 0.5,
+            ...                                           out=y.transpose(0, 2, 1, 3))
+            >>> o.base is y, bool(np.all(y == 1))
+            (True, True)
         """
+        if out is not None:
+            _check_outputs("attention_forward", (out,), (q,), ("out",), ("q",))
+        res, lse = self._attention_forward_xp(q, k, v, causal, scale)
+        if out is None:
+            return res, lse
+        self.setitem(out, Ellipsis, res)
+        return out, lse
+
+    def _attention_forward_xp(self, q, k, v, causal, scale):
         xp = self.xp
         b, h, sq, d = q.shape
         hkv, sk = k.shape[1], k.shape[2]
@@ -128,9 +170,9 @@ class AttentionPrimitives:
             g: ``(B, H, Sq, D)`` cotangent of ``out``.
             q, k, v, causal, scale: as given to :meth:`attention_forward`.
             out, lse: what :meth:`attention_forward` returned.
-            grads_out: optional ``(dq, dk, dv)`` C-contiguous arrays (shapes and dtypes of
-                ``q``, ``k``, ``v``) to write the gradients into, e.g. three slices of one
-                buffer; they are also returned.
+            grads_out: optional ``(dq, dk, dv)``: arrays or views shaped and typed like ``q``,
+                ``k``, ``v`` that receive the gradients (e.g. views of the packed projection's
+                gradient buffer); they are also returned.
 
         Returns:
             ``(dq, dk, dv)`` in the dtypes and shapes of ``q``, ``k`` and ``v`` (``dk``/``dv``
@@ -145,6 +187,8 @@ class AttentionPrimitives:
             >>> [x.shape for x in be.attention_backward(out, q, kv, kv, out, lse, True, 0.5)]
             [(1, 2, 3, 4), (1, 1, 3, 4), (1, 1, 3, 4)]
         """
+        if grads_out is not None:
+            _check_grads_out(grads_out, q, k, v)
         xp = self.xp
         b, h, sq, d = q.shape
         hkv, sk = k.shape[1], k.shape[2]
@@ -177,7 +221,7 @@ class AttentionPrimitives:
         if grads_out is None:
             return grads
         for dst, src in zip(grads_out, grads):
-            dst[...] = src
+            self.setitem(dst, Ellipsis, src)
         return tuple(grads_out)
 
 

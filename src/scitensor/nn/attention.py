@@ -4,9 +4,11 @@ Inputs and outputs are ``(batch, seq, embed_dim)``. Self-attention runs one fuse
 projection (a :class:`~scitensor.nn.Dense` to ``(heads + 2 * kv_heads) * head_dim``
 columns), the fused attention op and the output projection. The step between them, from the
 projection's ``(batch, seq, heads, head_dim)`` layout to the kernels' ``(batch, heads, seq,
-head_dim)`` and back, is one op here (:func:`_attention_seq_major`) whose pullback writes the
-query, key and value gradients straight into one packed gradient for the projection: no
-per-slice scatter, one transposing copy each way.
+head_dim)`` and back, is one op here (:func:`_attention_seq_major`) that costs no copies: the
+attention primitives take strided operands, so the kernels read the query, key and value heads
+where the projection wrote them, write the output in the order the output projection reads,
+and the pullback has them write the query, key and value gradients straight into one gradient
+buffer per projection.
 
 Dropout on the attention probabilities has no fused kernel: in training mode with
 ``dropout > 0`` the layer runs the plain composition (O(seq²) memory) instead.
@@ -41,6 +43,12 @@ def _heads_view(src: Tensor, h0: int, h1: int) -> Tensor:
 def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale) -> Tensor:
     """Fused attention on sequence-major operands, differentiable in every source.
 
+    The backend's attention primitives take strided operands, so nothing here is copied: the
+    query, key and value heads are ``(B, heads, S, D)`` views of the sources, the output is
+    written through such a view of a ``(B, Sq, H, D)`` array, and the pullback passes the
+    incoming gradient the same way and has the kernels write the query, key and value
+    gradients straight into views of one gradient buffer per source.
+
     Args:
         sources: distinct tensors shaped ``(B, S, N, D)`` (projection outputs).
         roles: three ``(source index, h0, h1)`` triples: where the query, key and value heads
@@ -53,25 +61,20 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
     """
     dev = sources[0].device
     be = sources[0].backend
-    packed = _packed_heads(sources, roles)
 
-    def gather(role):
-        i, h0, h1 = role
-        view = be.getitem(sources[i].data, (_ALL, _ALL, slice(h0, h1)))
-        return be.ascontiguous(be.transpose(view, (0, 2, 1, 3)))
+    def heads(data, role):
+        """Heads ``[h0, h1)`` of a ``(B, S, N, D)`` array as a ``(B, h1 - h0, S, D)`` view."""
+        _, h0, h1 = role
+        return be.transpose(be.getitem(data, (_ALL, _ALL, slice(h0, h1))), _SWAP)
 
-    if packed:  # one transposing copy (B, S, 3, H, D) -> (3, B, H, S, D) for all three
-        b, s, n3, d = sources[0].shape
-        qkv = be.ascontiguous(be.transpose(be.reshape(sources[0].data, (b, s, 3, n3 // 3, d)),
-                                           (2, 0, 3, 1, 4)))
-        q, k, v = qkv[0], qkv[1], qkv[2]
-    else:
-        q, k, v = (gather(r) for r in roles)
+    q, k, v = (heads(sources[r[0]].data, r) for r in roles)
     _check_qkv(wrap(q, dev), wrap(k, dev), wrap(v, dev), scale)  # shapes, dtypes, heads
-    d = q.shape[-1]
+    b, h, sq, d = q.shape
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    o, lse = be.attention_forward(q, k, v, causal, scale)
-    y = be.ascontiguous(be.transpose(o, (0, 2, 1, 3)))
+    y = be.empty((b, sq, h, d), sources[0].dtype)
+    o = be.transpose(y, _SWAP)  # the kernels write (B, H, Sq, D) into y's (B, Sq, H, D)
+    res, lse = be.attention_forward(q, k, v, causal, scale, out=o)
+    _into(be, o, res)
     sync_if_requested(dev)
     if not (GRAD_ENABLED[0] and any(s.requires_grad for s in sources)):
         return wrap(y, dev)
@@ -88,39 +91,32 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
                 return attention_reference(qs, ks, vs, causal, scale).permute(0, 2, 1, 3)
 
             return vjp(composed, *sources)[1](g)
-        gt = be.ascontiguous(be.transpose(g.data, (0, 2, 1, 3)))
-        if packed:  # the kernels write into one (3, B, H, S, D) buffer; one copy back
-            buf = be.empty((3,) + q.shape, sources[0].dtype)
-            be.attention_backward(gt, q, k, v, o, lse, causal, scale,
-                                  grads_out=(buf[0], buf[1], buf[2]))
-            b, s, n3, d = sources[0].shape
-            ct = be.reshape(be.ascontiguous(be.transpose(buf, (1, 3, 0, 2, 4))), (b, s, n3, d))
-            return (wrap(ct, dev) if sources[0].requires_grad else None,)
-        grads = be.attention_backward(gt, q, k, v, o, lse, causal, scale)
-        cts = []
+        # one gradient buffer per source; zeros only where the roles leave heads uncovered
+        bufs = []
         for i, src in enumerate(sources):
-            if not src.requires_grad:
-                cts.append(None)
-                continue
-            mine = [(h0, h1, gr) for (j, h0, h1), gr in zip(roles, grads) if j == i]
-            covered = sum(h1 - h0 for h0, h1, _ in mine) == src.shape[2]
-            buf = (be.empty if covered else be.zeros)(src.shape, src.dtype)
-            for h0, h1, gr in mine:
-                be.setitem(buf, (_ALL, _ALL, slice(h0, h1)), be.transpose(gr, (0, 2, 1, 3)))
-            cts.append(wrap(buf, dev))
-        return tuple(cts)
+            covered = sum(h1 - h0 for j, h0, h1 in roles if j == i) == src.shape[2]
+            make = be.empty if covered or not src.requires_grad else be.zeros
+            bufs.append(make(src.shape, src.dtype))
+        dst = tuple(heads(bufs[r[0]], r) for r in roles)
+        got = be.attention_backward(be.transpose(g.data, _SWAP), q, k, v, o, lse, causal, scale,
+                                    grads_out=dst)
+        for want, res in zip(dst, got):
+            _into(be, want, res)
+        return tuple(wrap(buf, dev) if src.requires_grad else None
+                     for buf, src in zip(bufs, sources))
 
     return make_result(y, dev, tuple(sources), pullback)
 
 
-def _packed_heads(sources, roles) -> bool:
-    """Whether the query, key and value heads are the three equal thirds of one source (the
-    fused ``qkv`` projection without grouped-query heads), in that order."""
-    if len(sources) != 1:
-        return False
-    n3 = sources[0].shape[2]
-    h = n3 // 3
-    return n3 % 3 == 0 and tuple(roles) == ((0, 0, h), (0, h, 2 * h), (0, 2 * h, n3))
+_SWAP = (0, 2, 1, 3)  # (B, S, heads, D) <-> (B, heads, S, D)
+
+
+def _into(be, dst, res) -> None:
+    """Make sure ``res``, a primitive's result for its ``out=``/``grads_out=`` array ``dst``,
+    is in ``dst``: backends return ``dst`` itself; anything else (a backend that computed
+    elsewhere, e.g. a low-precision retry in float32) is copied in."""
+    if res is not dst:
+        be.setitem(dst, Ellipsis, res)
 
 
 def _attention_composed(q: Tensor, k: Tensor, v: Tensor, causal: bool, scale: float,

@@ -49,13 +49,21 @@ def _nvrtc():
     return nvrtc
 
 
-def _target(arch: int) -> tuple[str, bool]:
-    """NVRTC option for ``arch`` (e.g. 90) and whether the output is a CUBIN."""
+def _target(arch: int, arch_specific: bool = False) -> tuple[str, bool]:
+    """NVRTC option for ``arch`` (e.g. 90) and whether the output is a CUBIN.
+
+    ``arch_specific`` asks for the architecture-specific target (``sm_90a``: Hopper's wgmma
+    and setmaxnreg), which exists only for the exact architecture: ``ValueError`` when NVRTC
+    does not know ``arch``."""
     nvrtc = _nvrtc()
     try:
         supported = sorted(nvrtc.getSupportedArchs())
     except Exception:  # old NVRTC: assume it knows the device
         supported = [arch]
+    if arch_specific:
+        if arch not in supported:
+            raise ValueError(f"NVRTC {nvrtc.getVersion()} cannot compile for sm_{arch}a")
+        return f"--gpu-architecture=sm_{arch}a", True
     if arch in supported:
         return f"--gpu-architecture=sm_{arch}", True
     usable = [a for a in supported if a <= arch]
@@ -63,8 +71,10 @@ def _target(arch: int) -> tuple[str, bool]:
     return f"--gpu-architecture=compute_{best}", False
 
 
-def compile_source(name: str, source: str, arch: int, options=()) -> bytes:
-    """Compile CUDA C++ ``source`` (called ``name`` in messages) to a CUBIN/PTX image.
+def compile_source(name: str, source: str, arch: int, options=(),
+                   arch_specific: bool = False) -> bytes:
+    """Compile CUDA C++ ``source`` (called ``name`` in messages) to a CUBIN/PTX image
+    (``arch_specific``: for ``sm_<arch>a``, see :func:`_target`).
 
     Looks in the disk cache first; writes the result there (best effort).
 
@@ -73,7 +83,7 @@ def compile_source(name: str, source: str, arch: int, options=()) -> bytes:
     """
     nvrtc = _nvrtc()
     headers = _headers()
-    target, cubin = _target(arch)
+    target, cubin = _target(arch, arch_specific)
     opts = (*BASE_OPTIONS, target, *options)
     h = hashlib.sha256()
     for part in (source, *[f"{k}\0{v}" for k, v in headers.items()], *opts,
@@ -141,9 +151,11 @@ class LoadedModule:
             return False
 
 
-def load_source(name: str, source: str, device_id: int, arch: int, options=()) -> LoadedModule:
+def load_source(name: str, source: str, device_id: int, arch: int, options=(),
+                arch_specific: bool = False) -> LoadedModule:
     """Compile (cached) and load ``source`` on ``device_id``; cached per source/options/device."""
-    key = (name, hashlib.sha256(source.encode()).hexdigest(), tuple(options), device_id)
+    key = (name, hashlib.sha256(source.encode()).hexdigest(), tuple(options), device_id,
+           arch_specific)
     mod = _modules.get(key)
     if mod is not None:
         return mod
@@ -152,7 +164,7 @@ def load_source(name: str, source: str, device_id: int, arch: int, options=()) -
         if mod is None:
             import cupy
 
-            image = compile_source(name, source, arch, options)
+            image = compile_source(name, source, arch, options, arch_specific)
             with cupy.cuda.Device(device_id):
                 m = cupy.cuda.function.Module()
                 m.load(image)
@@ -161,11 +173,12 @@ def load_source(name: str, source: str, device_id: int, arch: int, options=()) -
 
 
 def load_module(filename: str, device_id: int, arch: int | None = None,
-                options=()) -> LoadedModule:
-    """Compile (cached) and load ``kernels/<filename>`` on ``device_id``."""
+                options=(), arch_specific: bool = False) -> LoadedModule:
+    """Compile (cached) and load ``kernels/<filename>`` on ``device_id`` (``arch_specific``:
+    for ``sm_<arch>a``, e.g. kernels using Hopper's wgmma)."""
     if arch is None:
         import cupy
 
         arch = int(cupy.cuda.Device(device_id).compute_capability)
     source = (KERNEL_DIR / filename).read_text()
-    return load_source(filename, source, device_id, arch, options)
+    return load_source(filename, source, device_id, arch, options, arch_specific)

@@ -1,12 +1,14 @@
 // Fused attention backward (FlashAttention-2 style), three kernels:
 //
 // 1. st_attention_bwd_pre: delta = rowsum(dO * O) (float32, (B, H, SQ)) and zeroes the float32
-//    dQ accumulator (B, H, SQ, D).
+//    dQ accumulator (B, H, SQ, D). Grid (row blocks, H, B): a CTA of STA_ROW_THREADS threads
+//    covers STA_ROW_THREADS / (D / 8) rows of one head, D / 8 threads per row.
 // 2. st_attention_bwd_dkdv[_causal]: one CTA per (key tile of BN = 16 * ST_ATTN_WARPS keys,
-//    batch * kv head); each warp owns 16 keys and keeps their dK, dV in registers while the CTA
-//    walks every query tile (ST_ATTN_BM rows) of every query head sharing this kv head (GQA),
-//    double-buffering Q, dO, lse and delta through shared memory with cp.async. Per query tile,
-//    with scores recomputed from q, k and the forward's logsumexp:
+//    kv head, batch) = (blockIdx.x, blockIdx.y, blockIdx.z); each warp owns 16 keys and keeps
+//    their dK, dV in registers while the CTA walks every query tile (ST_ATTN_BM rows) of every
+//    query head sharing this kv head (GQA), double-buffering Q, dO, lse and delta through
+//    shared memory with cp.async. Per query tile, with scores recomputed from q, k and the
+//    forward's logsumexp:
 //      S^T = K Q^T, P^T = exp2(S^T * scale * log2e - lse * log2e)      (mask: keys >= SK, causal)
 //      dV += P^T dO,  dP^T = V dO^T,  dS^T = P^T (dP^T - delta),  dK += dS^T Q
 //    then dS^T goes to shared memory (rounded to the input type, as FA2 does), and the CTA
@@ -15,7 +17,10 @@
 //    (the order of the atomic additions varies); dK and dV are.
 //    Causal: a key tile starts at the first query tile that can see it, and only tiles crossing
 //    the diagonal pay for the mask.
-// 3. st_attention_bwd_convert: dQ = accumulator * scale, in the input type.
+// 3. st_attention_bwd_convert: dQ = accumulator * scale, in the input type (kernel 1's grid).
+// q, k, v, dO, O, dQ, dK and dV are (B, heads, S, D) operands addressed through StaRows strides
+// (attention_common.cuh), so views of packed projections and their gradient buffers need no
+// copies; lse, delta and the dQ accumulator are dense (B, H, SQ[, D]).
 // st_attention_bwd_dkdv2[_causal] (16-bit types) replaces kernel 2 with FlashAttention-2's warp
 // layouts (described at its body below); the host picks one by AttentionConfig.bwd_version.
 //
@@ -35,61 +40,75 @@
 #ifndef ST_ATTN_BM
 #define ST_ATTN_BM 64
 #endif
+#define STA_ROW_THREADS 256  // block size of the pre and convert kernels (attention.py mirrors it)
+
+// The row-wise kernels' (pre, convert) thread: 8 elements (`part`) of query row `row` of head
+// (b, h); `dense` is the row's index in the dense (B, H, SQ) arrays.
+template <int D>
+struct StaRowThread {
+  static constexpr int TPR = D / 8;                  // threads per row (a power of two <= 32)
+  static constexpr int RPB = STA_ROW_THREADS / TPR;  // rows per CTA
+  int b, h, row, part;
+  long long dense;
+  STA_FN StaRowThread(int H, int SQ) {
+    row = blockIdx.x * RPB + threadIdx.x / TPR;
+    part = threadIdx.x % TPR;
+    h = blockIdx.y;
+    b = blockIdx.z;
+    dense = ((long long)b * H + h) * SQ + row;
+  }
+};
 
 template <class Tr, int D>
 STA_FN void attention_bwd_pre_body(const typename Tr::T* __restrict__ out,
                                    const typename Tr::T* __restrict__ dout,
-                                   float* __restrict__ delta, float* __restrict__ dq_acc,
-                                   long long rows) {
-  constexpr int TPR = D / 8;  // threads per row, 8 elements each (a power of two <= 32)
-  const long long gid = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  const long long row = gid / TPR;
-  const int part = (int)(gid - row * TPR);
+                                   float* __restrict__ delta, float* __restrict__ dq_acc, int H,
+                                   int SQ, const StaRows& os, const StaRows& gs) {
+  const StaRowThread<D> th(H, SQ);
   float acc = 0.f;
-  if (row < rows) {
+  if (th.row < SQ) {
     float a[8], c[8];
-    Tr::load8(out + row * D + part * 8, a);
-    Tr::load8(dout + row * D + part * 8, c);
+    Tr::load8(os.row(out, th.b, th.h, th.row) + th.part * 8, a);
+    Tr::load8(gs.row(dout, th.b, th.h, th.row) + th.part * 8, c);
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc += a[i] * c[i];
     sta_v16 zero;
     zero.x[0] = zero.x[1] = zero.x[2] = zero.x[3] = 0u;
-    sta_v16* z = reinterpret_cast<sta_v16*>(dq_acc + row * D + part * 8);
+    sta_v16* z = reinterpret_cast<sta_v16*>(dq_acc + th.dense * D + th.part * 8);
     z[0] = zero;
     z[1] = zero;
   }
 #pragma unroll
-  for (int m = TPR / 2; m > 0; m >>= 1) acc += sta_shfl_xor(acc, m);
-  if (row < rows && part == 0) delta[row] = acc;
+  for (int m = StaRowThread<D>::TPR / 2; m > 0; m >>= 1) acc += sta_shfl_xor(acc, m);
+  if (th.row < SQ && th.part == 0) delta[th.dense] = acc;
 }
 
-template <class Tr>
+template <class Tr, int D>
 STA_FN void attention_bwd_convert_body(const float* __restrict__ acc,
-                                       typename Tr::T* __restrict__ dq, long long n8,
-                                       float scale) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8;
-       i += (long long)gridDim.x * blockDim.x) {
+                                       typename Tr::T* __restrict__ dq, int H, int SQ,
+                                       float scale, const StaRows& qs) {
+  const StaRowThread<D> th(H, SQ);
+  if (th.row < SQ) {
     float x[8];
-    StaTf32<1>::load8(acc + i * 8, x);
+    StaTf32<1>::load8(acc + th.dense * D + th.part * 8, x);
 #pragma unroll
     for (int e = 0; e < 8; ++e) x[e] *= scale;
-    Tr::store8(dq + i * 8, x);
+    Tr::store8(qs.row(dq, th.b, th.h, th.row) + th.part * 8, x);
   }
 }
 
 // The work of one dK/dV CTA (both kernel versions): key tile n0 (BN keys) of kv head (b, hk),
 // walking `total` query tiles of BM rows: every tile of the G query heads sharing the kv head
 // (GQA), causal ones from the first tile that sees key n0. stage() copies tile j's Q and dO
-// (cp.async, zero-filled past SQ), lse * log2(e) (+inf past SQ) and delta into buffer nb.
+// (cp.async, zero-filled past SQ; strides qs and gs), lse * log2(e) (+inf past SQ) and delta into
+// buffer nb.
 template <int BN, int BM, bool CAUSAL>
 struct StaBwdWalk {
-  int b, hk, bhk, G, n0, diag, m_first, per_head, total;
+  int b, hk, G, n0, diag, m_first, per_head, total;
   STA_FN StaBwdWalk(int H, int HKV, int SQ, int SK) {
-    const int num_n = (SK + BN - 1) / BN;
-    bhk = blockIdx.x / num_n;
-    n0 = (blockIdx.x - bhk * num_n) * BN;
-    b = bhk / HKV;
-    hk = bhk - b * HKV;
+    n0 = blockIdx.x * BN;
+    hk = blockIdx.y;
+    b = blockIdx.z;
     G = H / HKV;
     diag = SK - SQ;  // query row i sees keys j <= i + diag (causal)
     const int first = CAUSAL ? sta_imax(0, n0 - diag) : 0;  // first query row seeing key n0
@@ -101,18 +120,24 @@ struct StaBwdWalk {
   STA_FN int head(int j) const { return hk * G + j / per_head; }
   STA_FN int row0(int j) const { return (m_first + j % per_head) * BM; }
   template <int ES, int D, int NT, class T>
-  STA_FN void stage(int j, int nb, const T* q, const T* dout, const float* lse,
-                    const float* delta, int H, int SQ, unsigned char* sQ, unsigned char* sO,
-                    float* sL, float* sD, int tid) const {
+  STA_FN void stage(int j, int nb, const T* q, const T* dout, const StaRows& qs,
+                    const StaRows& gs, const float* lse, const float* delta, int H, int SQ,
+                    unsigned char* sQ, unsigned char* sO, float* sL, float* sD, int tid) const {
     constexpr int ROW = D * ES + 16;
-    const int m0 = row0(j);
-    const long long rbase = (long long)(b * H + head(j)) * SQ;
-    sta_load_rows<ES, D, BM, NT>(sQ + nb * BM * ROW, q + rbase * D, m0, SQ, tid);
-    sta_load_rows<ES, D, BM, NT>(sO + nb * BM * ROW, dout + rbase * D, m0, SQ, tid);
-    for (int i = tid; i < BM; i += NT) {
-      const bool ok = m0 + i < SQ;
-      sL[nb * BM + i] = ok ? lse[rbase + m0 + i] * STA_LOG2E : STA_INF;
-      sD[nb * BM + i] = ok ? delta[rbase + m0 + i] : 0.f;
+    const int m0 = row0(j), hq = head(j);
+    const long long rbase = (long long)(b * H + hq) * SQ;
+    sta_load_rows<ES, D, BM, NT, false>(sQ + nb * BM * ROW, qs.head(q, b, hq), m0, SQ, qs.s,
+                                        tid);
+    sta_load_rows<ES, D, BM, NT, false>(sO + nb * BM * ROW, gs.head(dout, b, hq), m0, SQ, gs.s,
+                                        tid);
+#pragma unroll
+    for (int i0 = 0; i0 < BM; i0 += NT) {
+      const int i = i0 + tid;
+      if (BM % NT == 0 || i < BM) {
+        const bool ok = m0 + i < SQ;
+        sL[nb * BM + i] = ok ? lse[rbase + m0 + i] * STA_LOG2E : STA_INF;
+        sD[nb * BM + i] = ok ? delta[rbase + m0 + i] : 0.f;
+      }
     }
   }
 };
@@ -124,7 +149,8 @@ STA_FN void attention_bwd_dkdv_body(
     const float* __restrict__ lse, const float* __restrict__ delta,
     typename Tr::T* __restrict__ dk, typename Tr::T* __restrict__ dv,
     float* __restrict__ dq_acc, int H, int HKV, int SQ, int SK, float scale, float scale_log2,
-    unsigned char* smem) {
+    const StaRows& qs, const StaRows& ks, const StaRows& vs, const StaRows& gs,
+    const StaRows& dks, const StaRows& dvs, unsigned char* smem) {
   typedef typename Tr::T T;
   typedef typename Tr::FragA FragA;
   typedef typename Tr::FragB FragB;
@@ -144,15 +170,14 @@ STA_FN void attention_bwd_dkdv_body(
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
   const StaBwdWalk<BN, BM, CAUSAL> walk(H, HKV, SQ, SK);
-  const int b = walk.b, bhk = walk.bhk, n0 = walk.n0, diag = walk.diag, total = walk.total;
-  const T* kb = k + (long long)bhk * SK * D;
-  const T* vb = v + (long long)bhk * SK * D;
+  const int b = walk.b, hk = walk.hk, n0 = walk.n0, diag = walk.diag, total = walk.total;
   auto issue = [&](int j, int nb) {
-    walk.template stage<ES, D, NT>(j, nb, q, dout, lse, delta, H, SQ, sQ, sO, sL, sD, tid);
+    walk.template stage<ES, D, NT>(j, nb, q, dout, qs, gs, lse, delta, H, SQ, sQ, sO, sL, sD,
+                                   tid);
   };
 
-  sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
-  sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
+  sta_load_rows<ES, D, BN, NT, false>(sK, ks.head(k, b, hk), n0, SK, ks.s, tid);
+  sta_load_rows<ES, D, BN, NT, false>(sV, vs.head(v, b, hk), n0, SK, vs.s, tid);
   if (total > 0) issue(0, 0);
   sta_cp_async_commit();
 
@@ -295,8 +320,8 @@ STA_FN void attention_bwd_dkdv_body(
   for (int i = 0; i < 2; ++i) {
     const int n = n_lo + 8 * i;
     if (n < SK) {
-      T* dkr = dk + ((long long)bhk * SK + n) * D + 2 * t;
-      T* dvr = dv + ((long long)bhk * SK + n) * D + 2 * t;
+      T* dkr = dks.row(dk, b, hk, n) + 2 * t;
+      T* dvr = dvs.row(dv, b, hk, n) + 2 * t;
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
         Tr::store2(dkr + j * 8, dka[j][2 * i] * scale, dka[j][2 * i + 1] * scale);
@@ -327,7 +352,8 @@ STA_FN void attention_bwd_dkdv2_body(
     const float* __restrict__ lse, const float* __restrict__ delta,
     typename Tr::T* __restrict__ dk, typename Tr::T* __restrict__ dv,
     float* __restrict__ dq_acc, int H, int HKV, int SQ, int SK, float scale, float scale_log2,
-    unsigned char* smem) {
+    const StaRows& qs, const StaRows& ks, const StaRows& vs, const StaRows& gs,
+    const StaRows& dks, const StaRows& dvs, unsigned char* smem) {
   typedef typename Tr::T T;
   typedef typename Tr::FragA FragA;
   typedef typename Tr::FragB FragB;
@@ -352,15 +378,14 @@ STA_FN void attention_bwd_dkdv2_body(
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
   const StaBwdWalk<BN, BM, CAUSAL> walk(H, HKV, SQ, SK);
-  const int b = walk.b, bhk = walk.bhk, n0 = walk.n0, diag = walk.diag, total = walk.total;
-  const T* kb = k + (long long)bhk * SK * D;
-  const T* vb = v + (long long)bhk * SK * D;
+  const int b = walk.b, hk = walk.hk, n0 = walk.n0, diag = walk.diag, total = walk.total;
   auto issue = [&](int j, int nb) {
-    walk.template stage<ES, D, NT>(j, nb, q, dout, lse, delta, H, SQ, sQ, sO, sL, sD, tid);
+    walk.template stage<ES, D, NT>(j, nb, q, dout, qs, gs, lse, delta, H, SQ, sQ, sO, sL, sD,
+                                   tid);
   };
 
-  sta_load_rows<ES, D, BN, NT>(sK, kb, n0, SK, tid);
-  sta_load_rows<ES, D, BN, NT>(sV, vb, n0, SK, tid);
+  sta_load_rows<ES, D, BN, NT, false>(sK, ks.head(k, b, hk), n0, SK, ks.s, tid);
+  sta_load_rows<ES, D, BN, NT, false>(sV, vs.head(v, b, hk), n0, SK, vs.s, tid);
   if (total > 0) issue(0, 0);
   sta_cp_async_commit();
 
@@ -517,8 +542,8 @@ STA_FN void attention_bwd_dkdv2_body(
     for (int r = 0; r < 2; ++r) {
       const int n = n0 + kw * 32 + 16 * i + g + 8 * r;
       if (n < SK) {
-        T* dkr = dk + ((long long)bhk * SK + n) * D + dh * DH + 2 * t;
-        T* dvr = dv + ((long long)bhk * SK + n) * D + dh * DH + 2 * t;
+        T* dkr = dks.row(dk, b, hk, n) + dh * DH + 2 * t;
+        T* dvr = dvs.row(dv, b, hk, n) + dh * DH + 2 * t;
 #pragma unroll
         for (int j = 0; j < DH / 8; ++j) {
           Tr::store2(dkr + j * 8, dka[i][j][2 * r] * scale, dka[i][j][2 * r + 1] * scale);
@@ -532,26 +557,40 @@ STA_FN void attention_bwd_dkdv2_body(
 #ifndef SCITENSOR_EMULATE
 typedef StaTraits::T StaT;
 
-extern "C" __global__ void st_attention_bwd_pre(const void* out, const void* dout, float* delta,
-                                                float* dq_acc, long long rows) {
+// the strides (elements: batch, head, row) of O and dO follow the scalars
+extern "C" __global__ void __launch_bounds__(STA_ROW_THREADS)
+    st_attention_bwd_pre(const void* out, const void* dout, float* delta, float* dq_acc, int H,
+                         int SQ, long long osb, long long osh, int oss, long long gsb,
+                         long long gsh, int gss) {
   attention_bwd_pre_body<StaTraits, ST_ATTN_D>((const StaT*)out, (const StaT*)dout, delta,
-                                               dq_acc, rows);
+                                               dq_acc, H, SQ, StaRows{osb, osh, oss},
+                                               StaRows{gsb, gsh, gss});
 }
 
-extern "C" __global__ void st_attention_bwd_convert(const float* acc, void* dq, long long n8,
-                                                    float scale) {
-  attention_bwd_convert_body<StaTraits>(acc, (StaT*)dq, n8, scale);
+// the strides of dQ follow the scalars
+extern "C" __global__ void __launch_bounds__(STA_ROW_THREADS)
+    st_attention_bwd_convert(const float* acc, void* dq, int H, int SQ, float scale,
+                             long long qsb, long long qsh, int qss) {
+  attention_bwd_convert_body<StaTraits, ST_ATTN_D>(acc, (StaT*)dq, H, SQ, scale,
+                                                   StaRows{qsb, qsh, qss});
 }
 
+// the strides (elements) of q, k, v, dO, dK, dV follow the scalars: batch, head, row for each
 #define STA_BWD_ARGS                                                                        \
   const void *q, const void *k, const void *v, const void *dout, const float *lse,          \
       const float *delta, void *dk, void *dv, float *dq_acc, int H, int HKV, int SQ, int SK, \
-      float scale, float scale_log2
+      float scale, float scale_log2, long long qsb, long long qsh, int qss, long long ksb,   \
+      long long ksh, int kss, long long vsb, long long vsh, int vss, long long gsb,          \
+      long long gsh, int gss, long long dksb, long long dksh, int dkss, long long dvsb,      \
+      long long dvsh, int dvss
+#define STA_BWD_STRIDES                                                   \
+  StaRows{qsb, qsh, qss}, StaRows{ksb, ksh, kss}, StaRows{vsb, vsh, vss}, \
+      StaRows{gsb, gsh, gss}, StaRows{dksb, dksh, dkss}, StaRows{dvsb, dvsh, dvss}
 #define STA_BWD_CALL(CAUSAL)                                                                  \
   extern __shared__ __align__(16) unsigned char smem[];                                       \
   attention_bwd_dkdv_body<StaTraits, ST_ATTN_D, ST_ATTN_WARPS, ST_ATTN_BM, CAUSAL>(           \
       (const StaT*)q, (const StaT*)k, (const StaT*)v, (const StaT*)dout, lse, delta, (StaT*)dk, \
-      (StaT*)dv, dq_acc, H, HKV, SQ, SK, scale, scale_log2, smem)
+      (StaT*)dv, dq_acc, H, HKV, SQ, SK, scale, scale_log2, STA_BWD_STRIDES, smem)
 
 extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32)
     st_attention_bwd_dkdv(STA_BWD_ARGS) {
@@ -570,7 +609,7 @@ extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32)
   extern __shared__ __align__(16) unsigned char smem[];                                       \
   attention_bwd_dkdv2_body<StaTraits, ST_ATTN_D, ST_ATTN_WARPS, ST_ATTN_BM, CAUSAL>(          \
       (const StaT*)q, (const StaT*)k, (const StaT*)v, (const StaT*)dout, lse, delta, (StaT*)dk, \
-      (StaT*)dv, dq_acc, H, HKV, SQ, SK, scale, scale_log2, smem)
+      (StaT*)dv, dq_acc, H, HKV, SQ, SK, scale, scale_log2, STA_BWD_STRIDES, smem)
 
 extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32)
     st_attention_bwd_dkdv2(STA_BWD_ARGS) {

@@ -130,19 +130,57 @@ STA_FN int sta_imax(int a, int b) { return a > b ? a : b; }
 template <int SPLIT> struct StaFragA { sta_u32 x[SPLIT][4]; };
 template <int SPLIT> struct StaFragB { sta_u32 x[SPLIT][2]; };
 
+// Where the rows of one (batch, head) of a (B, heads, S, D) operand are: element strides of the
+// batch, head and row axes (the head-dim axis is contiguous). Every q/k/v/out/dO/dQ/dK/dV operand
+// takes one, so the kernels read and write views (e.g. heads of a packed (B, S, 3, H, D) qkv
+// projection) without transposing copies. The host guarantees 16-byte aligned rows (data pointer
+// and every stride * element size a multiple of 16), as the 16-byte accesses need.
+struct StaRows {
+  long long b, h;
+  int s;  // row stride: the host keeps |s| * element size < 2^31 (32-bit row offsets)
+  // first element of head h of batch b
+  template <class T>
+  STA_FN T* head(T* p, int bi, int hi) const { return p + bi * b + hi * h; }
+  // first element of row r of that head
+  template <class T>
+  STA_FN T* row(T* p, int bi, int hi, int r) const { return head(p, bi, hi) + (long long)r * s; }
+};
+
 // Row-major tile load, global -> shared with cp.async: NROWS rows of D elements starting at
-// global row row0 (rows >= limit are zero-filled); shared rows are D*ES + 16 bytes apart.
-template <int ES, int D, int NROWS, int NT>
-STA_FN void sta_load_rows(unsigned char* dst, const void* src, int row0, int limit, int tid) {
-  constexpr int CPR = D * ES / 16;
+// global row row0 of src (rows `stride` elements apart; rows >= limit are zero-filled); shared
+// rows are D*ES + 16 bytes apart. FIXED: thread tid copies chunk tid % CPR of rows tid / CPR,
+// + RSTEP, + 2 RSTEP, ... in a fully unrolled loop; else the chunks c = tid, tid + NT, ... in a
+// loop of unknown trip count. Which one needs fewer registers depends on the kernel (ptxas -v):
+// the forward's default configurations do best with the first, the backward's with the second.
+template <int ES, int D, int NROWS, int NT, bool FIXED>
+STA_FN void sta_load_rows(unsigned char* dst, const void* src, int row0, int limit, int stride,
+                          int tid) {
+  constexpr int CPR = D * ES / 16;  // 16-byte chunks per row
   constexpr int ROW = D * ES + 16;
-  const unsigned char* s = static_cast<const unsigned char*>(src);
+  const long long rs = (long long)stride * ES;  // row stride in bytes
+  if constexpr (FIXED) {
+    constexpr int RSTEP = NT / CPR;  // rows between one thread's chunks
+    static_assert(NT % CPR == 0, "a thread's chunks must share their column");
+    const int r = tid / CPR, ch = tid - r * CPR;
+    const unsigned char* s = static_cast<const unsigned char*>(src) + ch * 16;
+    unsigned char* d = dst + r * ROW + ch * 16;
 #pragma unroll
-  for (int c = tid; c < NROWS * CPR; c += NT) {
-    const int r = c / CPR, ch = c - r * CPR;
-    const int gr = row0 + r;
-    const bool ok = gr < limit;
-    sta_cp_async16(dst + r * ROW + ch * 16, s + (long long)(ok ? gr : 0) * (D * ES) + ch * 16, ok);
+    for (int i = 0; i < (NROWS + RSTEP - 1) / RSTEP; ++i) {
+      if (NROWS % RSTEP == 0 || r + i * RSTEP < NROWS) {
+        const int gr = row0 + r + i * RSTEP;
+        const bool ok = gr < limit;
+        sta_cp_async16(d + i * RSTEP * ROW, s + (ok ? gr : 0) * rs, ok);
+      }
+    }
+  } else {
+    const unsigned char* s = static_cast<const unsigned char*>(src);
+#pragma unroll
+    for (int c = tid; c < NROWS * CPR; c += NT) {
+      const int r = c / CPR, ch = c - r * CPR;
+      const int gr = row0 + r;
+      const bool ok = gr < limit;
+      sta_cp_async16(dst + r * ROW + ch * 16, s + (ok ? gr : 0) * rs + ch * 16, ok);
+    }
   }
 }
 

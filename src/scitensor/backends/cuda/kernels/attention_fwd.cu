@@ -19,8 +19,10 @@
 // the last key its last row can see, so fully masked tiles are never loaded. CTAs of causal
 // launches take the heaviest query tiles first.
 //
-// Grid: one CTA per (query tile, batch * head), x = tile + num_tiles * (b * H + h).
-// Outputs: out (B, H, SQ, D) in the input type; lse (B, H, SQ) float32, natural log, +inf for
+// Grid: one CTA per (query tile, head, batch) = (blockIdx.x, blockIdx.y, blockIdx.z).
+// Operands: q (B, H, SQ, D), k and v (B, HKV, SK, D) and out (B, H, SQ, D) anywhere in memory,
+// each addressed through its own StaRows strides (a view of a (B, S, 3, H, D) projection, say).
+// Outputs: out in the input type; lse (B, H, SQ) float32 and dense, natural log, +inf for
 // rows that see no key (their output row is 0).
 //
 // Compile-time configuration (-D): ST_ATTN_TYPE (attention_common.cuh), ST_ATTN_D (32, 64,
@@ -49,7 +51,8 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
                                const typename Tr::T* __restrict__ v,
                                typename Tr::T* __restrict__ out, float* __restrict__ lse,
                                int H, int HKV, int SQ, int SK, float scale_log2,
-                               unsigned char* smem) {
+                               const StaRows& qs, const StaRows& ks, const StaRows& vs,
+                               const StaRows& os, unsigned char* smem) {
   typedef typename Tr::T T;
   typedef typename Tr::FragA FragA;
   typedef typename Tr::FragB FragB;
@@ -66,23 +69,19 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;
-  const int num_m = (SQ + BM - 1) / BM;
-  const int bh = blockIdx.x / num_m;
-  int mt = blockIdx.x - bh * num_m;
-  if (CAUSAL) mt = num_m - 1 - mt;  // heaviest tiles first
-  const int m0 = mt * BM;
-  const int b = bh / H, h = bh - b * H, hk = h / (H / HKV);
-  const T* qb = q + (long long)bh * SQ * D;
-  const T* kb = k + (long long)(b * HKV + hk) * SK * D;
-  const T* vb = v + (long long)(b * HKV + hk) * SK * D;
+  const int h = blockIdx.y, b = blockIdx.z, hk = h / (H / HKV);
+  // heaviest tiles first (CTAs start in x order)
+  const int m0 = (CAUSAL ? (SQ + BM - 1) / BM - 1 - (int)blockIdx.x : (int)blockIdx.x) * BM;
+  const T* qb = qs.head(q, b, h);
+  const T* kb = ks.head(k, b, hk);
+  const T* vb = vs.head(v, b, hk);
   const int diag = SK - SQ;  // row i sees keys j <= i + diag (causal)
-  const int n_end = CAUSAL ? sta_imin(SK, m0 + BM + diag) : SK;
-  const int n_tiles = n_end > 0 ? (n_end + BN - 1) / BN : 0;
+  const int n_end = CAUSAL ? sta_imin(SK, m0 + BM + diag) : SK;  // keys [0, n_end) are seen
 
-  if (n_tiles > 0) {
-    sta_load_rows<ES, D, BM, NT>(sQ, qb, m0, SQ, tid);
-    sta_load_rows<ES, D, BN, NT>(sK, kb, 0, SK, tid);
-    sta_load_rows<ES, D, BN, NT>(sV, vb, 0, SK, tid);
+  if (n_end > 0) {
+    sta_load_rows<ES, D, BM, NT, true>(sQ, qb, m0, SQ, qs.s, tid);
+    sta_load_rows<ES, D, BN, NT, true>(sK, kb, 0, SK, ks.s, tid);
+    sta_load_rows<ES, D, BN, NT, true>(sV, vb, 0, SK, vs.s, tid);
   }
   sta_cp_async_commit();
 
@@ -99,16 +98,18 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
   }
   FragA qf[QREG ? MW : 1][QREG ? D / KS : 1];
 
-  for (int it = 0; it < n_tiles; ++it) {
-    const int buf = it & 1;
-    sta_cp_async_wait<0>();  // tile `it` (issued one iteration ago) has landed
-    sta_sync();              // ... for every thread; and everyone is done with tile it - 1
-    if (it + 1 < n_tiles) {  // so its buffer takes tile it + 1 while tile it computes
-      sta_load_rows<ES, D, BN, NT>(sK + (buf ^ 1) * BN * ROW, kb, (it + 1) * BN, SK, tid);
-      sta_load_rows<ES, D, BN, NT>(sV + (buf ^ 1) * BN * ROW, vb, (it + 1) * BN, SK, tid);
+  // key tiles n0 = 0, BN, ... below n_end, double-buffered (buf = (n0 / BN) % 2)
+  for (int n0 = 0, buf = 0; n0 < n_end; n0 += BN, buf ^= 1) {
+    sta_cp_async_wait<0>();  // this tile (issued one iteration ago) has landed
+    sta_sync();              // ... for every thread; and everyone is done with the previous one
+    if (n0 + BN < n_end) {   // so its buffer takes the next tile while this one computes
+      sta_load_rows<ES, D, BN, NT, true>(sK + (buf ^ 1) * BN * ROW, kb, n0 + BN, SK, ks.s,
+                                         tid);
+      sta_load_rows<ES, D, BN, NT, true>(sV + (buf ^ 1) * BN * ROW, vb, n0 + BN, SK, vs.s,
+                                         tid);
     }
     sta_cp_async_commit();
-    if (QREG && it == 0) {
+    if (QREG && n0 == 0) {
 #pragma unroll
       for (int i = 0; i < MW; ++i)
 #pragma unroll
@@ -146,7 +147,6 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
 
     // online softmax, one m16 tile at a time; the running max is in raw score units (scale
     // > 0 keeps the order), so each probability is one FFMA and one ex2
-    const int n0 = it * BN;
     const bool masked = (n0 + BN > SK) || (CAUSAL && n0 + BN - 1 > m0 + diag);
 #pragma unroll
     for (int i = 0; i < MW; ++i) {
@@ -227,12 +227,12 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
       const int row = m0 + wrow + 16 * i + g + 8 * r;
       if (row < SQ) {
         const float inv = l > 0.f ? 1.f / l : 0.f;
-        T* orow = out + ((long long)bh * SQ + row) * D + 2 * t;
+        T* orow = os.row(out, b, h, row) + 2 * t;
 #pragma unroll
         for (int j = 0; j < D / 8; ++j)
           Tr::store2(orow + j * 8, o[i][j][2 * r] * inv, o[i][j][2 * r + 1] * inv);
         if (t == 0)
-          lse[(long long)bh * SQ + row] =
+          lse[((long long)b * H + h) * SQ + row] =
               l > 0.f ? (mrow[i][r] * scale_log2 + sta_lg2(l)) * STA_LN2 : STA_INF;
       }
     }
@@ -240,14 +240,19 @@ STA_FN void attention_fwd_body(const typename Tr::T* __restrict__ q,
 }
 
 #ifndef SCITENSOR_EMULATE
+// the strides (elements) of q, k, v, out follow the scalars: batch, head, row for each
 #define STA_FWD_ARGS                                                                          \
   const void *q, const void *k, const void *v, void *out, float *lse, int H, int HKV, int SQ, \
-      int SK, float scale_log2
+      int SK, float scale_log2, long long qsb, long long qsh, int qss, long long ksb,         \
+      long long ksh, int kss, long long vsb, long long vsh, int vss, long long osb,           \
+      long long osh, int oss
 #define STA_FWD_CALL(CAUSAL)                                                                   \
   extern __shared__ __align__(16) unsigned char smem[];                                        \
   typedef StaTraits::T T;                                                                      \
   attention_fwd_body<StaTraits, ST_ATTN_D, ST_ATTN_WARPS, ST_ATTN_MW, ST_ATTN_BN, CAUSAL>(   \
-      (const T*)q, (const T*)k, (const T*)v, (T*)out, lse, H, HKV, SQ, SK, scale_log2, smem)
+      (const T*)q, (const T*)k, (const T*)v, (T*)out, lse, H, HKV, SQ, SK, scale_log2,         \
+      StaRows{qsb, qsh, qss}, StaRows{ksb, ksh, kss}, StaRows{vsb, vsh, vss},                  \
+      StaRows{osb, osh, oss}, smem)
 
 extern "C" __global__ void __launch_bounds__(ST_ATTN_WARPS * 32) st_attention_fwd(STA_FWD_ARGS) {
   STA_FWD_CALL(false);
