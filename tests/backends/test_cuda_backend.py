@@ -394,3 +394,29 @@ def test_tiny_op_autograd_on_gpu():
     (x * w).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [4.0, 5.0, 6.0])
     np.testing.assert_array_equal(w.grad.numpy(), [1.0, 2.0, 3.0])
+
+
+def test_float32_retry_writes_into_output_arguments(gpu):
+    """A 16-bit primitive retried through float32 (after a TypeError) still fills the
+    caller's ``out=`` / ``grads_out=`` arrays and returns them, as the primitive itself would."""
+    import cupy
+
+    be = gpu
+    seen = []
+
+    def prim(self, x, out=None, grads_out=None):
+        seen.append((x.dtype, out.dtype, grads_out[1].dtype))
+        out[...] = x * 2
+        grads_out[1][...] = x + 1
+        return out, grads_out, x * 3
+
+    x = cupy.arange(4, dtype=cupy.float16)
+    out = cupy.full(4, cupy.nan, dtype=cupy.float16)
+    g0, g1 = (cupy.full(4, cupy.nan, dtype=cupy.float16) for _ in range(2))
+    r_out, r_grads, r_new = be._via_float32("attention_forward", prim, (x,),
+                                            {"out": out, "grads_out": (g0, g1)})
+    assert seen == [(np.float32, np.float32, np.float32)]
+    assert r_out is out and r_grads[0] is g0 and r_grads[1] is g1
+    assert out.tolist() == [0, 2, 4, 6] and g1.tolist() == [1, 2, 3, 4]
+    assert bool(cupy.isnan(g0).all())  # untouched by the primitive: left as it was
+    assert r_new.dtype == np.float16 and r_new.tolist() == [0, 3, 6, 9]

@@ -54,6 +54,7 @@ _F64 = np.dtype(np.float64)
 _RETRYABLE = (TypeError, NotImplementedError, cupy.cuda.compiler.CompileException)
 _GUARDED = (MemoryError, cupy.cuda.runtime.CUDARuntimeError, *_RETRYABLE)
 _INPLACE = {"setitem", "add_at", "batch_norm_update_running_inplace"}
+_OUTPUT_KWARGS = ("out", "grads_out")  # keyword arguments naming arrays a primitive writes
 _CREATION = {"empty", "zeros", "full"}
 _UNARY_KERNELS = set(PRIMITIVES["unary"])
 _BINARY_KERNELS = {"add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt",
@@ -224,7 +225,28 @@ class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaNormalization
             if a32 is not a:
                 a[...] = self.astype(a32, dt.from_numpy_dtype(a.dtype))
             return None
-        return down(fn(self, *new_args, **new_kwargs))
+        # output destinations (attention's out= / grads_out=): the float32 stand-ins the
+        # primitive wrote are copied into the caller's arrays, which are what it returns
+        dests = {}
+        for key in _OUTPUT_KWARGS:
+            orig, new = kwargs.get(key), new_kwargs.get(key)
+            if orig is None:
+                continue
+            pairs = zip(orig, new) if isinstance(orig, list | tuple) else [(orig, new)]
+            dests.update({id(n): (o, n) for o, n in pairs if n is not o})
+        res = fn(self, *new_args, **new_kwargs)
+        for o, n in dests.values():
+            o[...] = self.astype(n, dt.from_numpy_dtype(o.dtype))
+
+        def back(r):
+            hit = dests.get(id(r))
+            if hit is not None:
+                return hit[0]
+            if isinstance(r, list | tuple):
+                return type(r)(back(y) for y in r)
+            return down(r)
+
+        return back(res)
 
     # ---- IO and creation -----------------------------------------------------------------------
     def asarray(self, obj, dtype):
