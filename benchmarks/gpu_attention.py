@@ -194,7 +194,8 @@ def sweep(warmup, reps):
         fwd_alts = [(8, 1, 64, 1), (4, 1, 64, 1), (4, 1, 128, 1), (8, 1, 128, 1),
                     (4, 2, 32, 1), (4, 2, 64, 1), (8, 2, 64, 1),
                     (4, 1, 64, 2), (4, 1, 128, 2), (8, 1, 64, 2), (8, 1, 128, 2), (12, 1, 64, 2)]
-        bwd_alts = [(w, m, 1) for w in (4, 8) for m in (16, 32, 64)] + [(8, 32, 2), (8, 64, 2)]
+        bwd_alts = ([(w, m, 1) for w in (4, 8) for m in (16, 32, 64)]
+                    + [(8, 32, 2), (8, 64, 2), (8, 64, 3)])
         for causal in (False, True):
             for kind, alts in (("fwd", fwd_alts), ("fwd+bwd", bwd_alts)):
                 for alt in alts:

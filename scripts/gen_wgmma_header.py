@@ -89,16 +89,17 @@ def ss(n: int, ty: str) -> str:
     regs = ", ".join(f"%{i}" for i in range(m))
     outs = ", ".join(f'"+f"(d[{i}])' for i in range(m))
     return f"""
-// D (+)= A * B, A and B from shared memory; accumulate = 0 overwrites D; TB = 1: B is MN-major
-template <int TB>
+// D (+)= A * B, A and B from shared memory; accumulate = 0 overwrites D; TB = 1: B is MN-major,
+// TA = 1: A is MN-major (M contiguous)
+template <int TB, int TA = 0>
 __device__ __forceinline__ void wg_ss_m64n{n}k16_{ty}(float (&d)[{m}], wg_u64 da, wg_u64 db,
                                                     int accumulate) {{
   asm volatile(
       "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{m + 2}, 0;\\n"
-      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, %{m}, %{m + 1}, p, 1, 1, 0, "
-      "%{m + 3};\\n}}\\n"
+      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, %{m}, %{m + 1}, p, 1, 1, "
+      "%{m + 4}, %{m + 3};\\n}}\\n"
       : {outs}
-      : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
+      : "l"(da), "l"(db), "r"(accumulate), "n"(TB), "n"(TA));
 }}
 """
 
@@ -109,14 +110,14 @@ def ss_zero(n: int, ty: str) -> str:
     outs = ", ".join(f'"=f"(d[{i}])' for i in range(m))
     return f"""
 // D = A * B (D's old values are not read, so they need not stay live), A and B from shared memory
-template <int TB>
+template <int TB, int TA = 0>
 __device__ __forceinline__ void wg_ss0_m64n{n}k16_{ty}(float (&d)[{m}], wg_u64 da, wg_u64 db) {{
   asm volatile(
       "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{m + 2}, 0;\\n"
-      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, %{m}, %{m + 1}, p, 1, 1, 0, "
-      "%{m + 3};\\n}}\\n"
+      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{regs}}}, %{m}, %{m + 1}, p, 1, 1, "
+      "%{m + 4}, %{m + 3};\\n}}\\n"
       : {outs}
-      : "l"(da), "l"(db), "r"(0), "n"(TB));
+      : "l"(da), "l"(db), "r"(0), "n"(TB), "n"(TA));
 }}
 """
 
@@ -143,7 +144,7 @@ __device__ __forceinline__ void wg_rs_m64n{n}k16_{ty}(float (&d)[{m}], const uns
 def main() -> None:
     parts = [HEAD]
     for ty in ("bf16", "f16"):
-        for n in (64, 128):
+        for n in (32, 64, 128):
             parts.append(ss(n, ty))
             parts.append(ss_zero(n, ty))
             parts.append(rs(n, ty))

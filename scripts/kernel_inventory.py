@@ -199,8 +199,27 @@ def inventory(kernel_dir: pathlib.Path | str = KERNEL_DIR) -> dict[str, list[str
         >>> "st_add" in inventory()["elementwise.cu"]
         True
     """
-    return {p.name: kernels_in_source(p.read_text())
+    return {p.name: kernels_in_source(_with_includes(p))
             for p in sorted(pathlib.Path(kernel_dir).glob("*.cu"))}
+
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[^\n]*$', re.M)
+
+
+def _with_includes(path: pathlib.Path, seen: set | None = None) -> str:
+    """The text of ``path`` with its ``#include "..."`` of files beside it inlined (each file
+    once, as ``#pragma once`` does): kernels a shared header defines belong to every module
+    that includes it (``attention_bwd_common.cuh``'s pre and convert kernels)."""
+    seen = set() if seen is None else seen
+
+    def inline(m: re.Match) -> str:
+        inc = path.parent / m.group(1)
+        if inc in seen or not inc.is_file():
+            return ""
+        seen.add(inc)
+        return _with_includes(inc, seen)
+
+    return _INCLUDE.sub(inline, path.read_text())
 
 
 def shipped(kernel_dir: pathlib.Path | str = KERNEL_DIR) -> set[str]:

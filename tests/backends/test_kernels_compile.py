@@ -1,6 +1,6 @@
 """Every CUDA source in backends/cuda/kernels compiles for sm_90 (runs without a GPU); sources
-on Hopper's warpgroup MMA (those including ``wgmma.cuh``) for ``sm_90a``, as the backend
-compiles them.
+on Hopper's warpgroup MMA (those including ``wgmma.cuh`` or ``attention_wgmma.cuh``) for
+``sm_90a``, as the backend compiles them.
 
 Uses ``nvcc`` when it is on PATH (skipped otherwise), so a syntax error in a kernel cannot
 land unseen on machines without a GPU. Sources that take ``-DST_DTYPE`` are compiled for
@@ -10,6 +10,7 @@ every dtype code (0..6); a source that refuses a code with an ``#error`` directi
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -30,12 +31,14 @@ CASES = [(p, d) for p in SOURCES for d in _variants(p)]
 
 
 def _arch_specific(path: pathlib.Path) -> bool:
-    return '#include "wgmma.cuh"' in path.read_text()
+    return re.search(r'#include "(attention_)?wgmma\.cuh"', path.read_text()) is not None
 
 
 def test_kernel_sources_exist():
     assert {p.name for p in SOURCES} >= {"elementwise.cu", "random.cu"}
     assert _arch_specific(KERNELS / "attention_fwd_wgmma.cu")
+    assert _arch_specific(KERNELS / "attention_bwd_wgmma.cu")
+    assert not _arch_specific(KERNELS / "attention_bwd.cu")
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")

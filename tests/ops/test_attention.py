@@ -135,20 +135,65 @@ def test_wgmma_forward_tiles(device, tiles, dtype, d, causal):
         ca.set_attention_config(code, d, None)
 
 
+@pytest.mark.parametrize("dtype, d", [(st.bfloat16, 128), (st.float16, 128), (st.bfloat16, 64),
+                                      (st.float16, 64)],
+                         ids=lambda x: getattr(x, "name", str(x)))
+@pytest.mark.parametrize("causal", [False, True])
+def test_wgmma_backward(device, dtype, d, causal):
+    """The Hopper dK/dV kernel (bwd_version 3) against float64: lengths off the 128-key and
+    64-query tiles, Sq != Sk both ways, grouped heads, a single row."""
+    ca = _hopper_attention(device)
+    code = ca.BF16 if dtype is st.bfloat16 else ca.F16
+    base = ca.config_for(code, d, 90)
+    cfg = ca.AttentionConfig(base.fwd_warps, base.fwd_bn, 8, 64, base.fwd_mw, 3,
+                             base.fwd_lazy_rescale, base.fwd_version)
+    ca.set_attention_config(code, d, cfg)
+    try:
+        for i, lengths in enumerate([(200, 333), (77, 77), (300, 100), (1, 5), (256, 256)]):
+            run_case(device, dtype, 2, 4, 2, *lengths, d, causal, seed=11 * i + d)
+    finally:
+        ca.set_attention_config(code, d, None)
+
+
+@pytest.mark.parametrize("dtype, d", [(st.bfloat16, 128), (st.float16, 64)],
+                         ids=lambda x: getattr(x, "name", str(x)))
+@pytest.mark.parametrize("causal", [False, True])
+def test_portable_kernels_on_hopper(device, dtype, d, causal):
+    """The mma.sync forward and backward (the defaults of other GPUs) stay checked on sm_90,
+    where the wgmma kernels are the defaults."""
+    ca = _hopper_attention(device)
+    code = ca.BF16 if dtype is st.bfloat16 else ca.F16
+    ca.set_attention_config(code, d, ca.DEFAULT_CONFIGS[(code, d)])
+    try:
+        for i, lengths in enumerate([(200, 333), (300, 100)]):
+            run_case(device, dtype, 2, 4, 2, *lengths, d, causal, seed=5 * i + d)
+    finally:
+        ca.set_attention_config(code, d, None)
+
+
 def test_wgmma_configs_are_the_hopper_defaults_and_checked(device):
     ca = _hopper_attention(device)
     for code in (ca.BF16, ca.F16):
         for d in (64, 128):
             assert ca.config_for(code, d, 90).fwd_version == 2
+            assert ca.config_for(code, d, 90).bwd_version == 3
             assert ca.config_for(code, d, 80).fwd_version == 1
+            assert ca.config_for(code, d, 80).bwd_version in (1, 2)
         assert ca.config_for(code, 32, 90).fwd_version == 1
     wg = ca.AttentionConfig(12, 64, 8, 64, 1, 2, 0, 2)
     wg.check(128, ca.BF16)
+    ca.AttentionConfig(12, 64, 8, 64, 1, 3, 0, 2).check(128, ca.F16)
+    ca.AttentionConfig(4, 128, 8, 64, 1, 3, 0, 2).check(64, ca.BF16)
     for d, code, cfg in [(32, ca.BF16, wg), (128, ca.TF32, wg),
                          (128, ca.BF16, ca.AttentionConfig(12, 32, 8, 64, 1, 2, 0, 2)),
                          (128, ca.BF16, ca.AttentionConfig(12, 128, 8, 64, 1, 2, 0, 2)),
                          (128, ca.BF16, ca.AttentionConfig(12, 64, 8, 64, 2, 2, 0, 2)),
-                         (128, ca.BF16, ca.AttentionConfig(12, 64, 8, 64, 1, 2, 0, 3))]:
+                         (128, ca.BF16, ca.AttentionConfig(12, 64, 8, 64, 1, 2, 0, 3)),
+                         # the wgmma backward: two warpgroups, 64-row query tiles, 16-bit only
+                         (128, ca.BF16, ca.AttentionConfig(12, 64, 4, 64, 1, 3, 0, 2)),
+                         (128, ca.BF16, ca.AttentionConfig(12, 64, 8, 32, 1, 3, 0, 2)),
+                         (32, ca.BF16, ca.AttentionConfig(8, 64, 8, 64, 1, 3)),
+                         (64, ca.TF32, ca.AttentionConfig(4, 64, 8, 64, 1, 3))]:
         with pytest.raises(ValueError, match="does not fit"):
             cfg.check(d, code)
 

@@ -72,7 +72,9 @@ class AttentionConfig:
     over key tiles of ``fwd_bn``; backward CTAs of ``bwd_warps`` warps (``16 * bwd_warps``
     keys) over query tiles of ``bwd_bm`` rows, with the dK/dV kernel ``bwd_version`` (1: each
     warp owns 16 keys in every product; 2: FlashAttention-2's per-product warp layouts, 16-bit
-    types only, see ``attention_bwd.cu``); ``fwd_lazy_rescale`` 1 skips the forward's rescale
+    types only, see ``attention_bwd.cu``; 3: the Hopper ``wgmma`` kernel of
+    ``attention_bwd_wgmma.cu``, sm_90 only, 16-bit types, head dim 64 or 128, two warpgroups
+    of 64 keys, ``bwd_bm`` 64); ``fwd_lazy_rescale`` 1 skips the forward's rescale
     of O on tiles where no row max of the warp moved. ``fwd_version`` 2 is the Hopper ``wgmma``
     forward (``attention_fwd_wgmma.cu``: sm_90 only, 16-bit types, head dim 64 or 128):
     ``fwd_warps / 4`` warpgroups of 64 query rows over key tiles of ``fwd_bn`` (64 or 128)."""
@@ -106,7 +108,10 @@ class AttentionConfig:
         ok = (fwd_ok
               and self.bwd_warps in (1, 2, 4, 8) and self.bwd_bm % 16 == 0 and mch >= 1
               and self.bwd_warps % mch == 0 and (d // (self.bwd_warps // mch)) % 16 == 0
-              and self.bwd_version in (1, 2) and self.fwd_lazy_rescale in (0, 1))
+              and self.bwd_version in (1, 2, 3) and self.fwd_lazy_rescale in (0, 1))
+        if ok and self.bwd_version == 3:  # mirrors attention_bwd_wgmma.cu's static_assert
+            ok = (code in (None, BF16, F16) and d in (64, 128) and self.bwd_warps == 8
+                  and self.bwd_bm == 64)
         if ok and self.bwd_version == 2:  # mirrors STA_BWD2_DQW in attention_bwd.cu
             mq = self.bwd_bm // 32
             dqw = d * self.bwd_bm // (32 * self.bwd_warps)
@@ -128,12 +133,12 @@ for _code in (TF32, TF32X3):
     DEFAULT_CONFIGS[(_code, 32)] = AttentionConfig(4, 64, 4, 64)
     DEFAULT_CONFIGS[(_code, 64)] = AttentionConfig(4, 64, 4, 32)
     DEFAULT_CONFIGS[(_code, 128)] = AttentionConfig(4, 32, 4, 32)
-# On sm_90 the 16-bit forward of D64/D128 is the wgmma kernel (tiles measured on the H100:
-# docs/kernels/attention.md, session 5); the backward keeps the defaults above.
+# On sm_90 the 16-bit forward and backward of D64/D128 are the wgmma kernels (tiles measured
+# on the H100: docs/kernels/attention.md, sessions 5 and 6).
 HOPPER_CONFIGS: dict[tuple[int, int], AttentionConfig] = {}
 for _code in (BF16, F16):
-    HOPPER_CONFIGS[(_code, 64)] = AttentionConfig(4, 128, 8, 64, 1, 1, 0, 2)
-    HOPPER_CONFIGS[(_code, 128)] = AttentionConfig(12, 64, 8, 64, 1, 2, 0, 2)
+    HOPPER_CONFIGS[(_code, 64)] = AttentionConfig(4, 128, 8, 64, 1, 3, 0, 2)
+    HOPPER_CONFIGS[(_code, 128)] = AttentionConfig(12, 64, 8, 64, 1, 3, 0, 2)
 del _code
 _OVERRIDES: dict[tuple[int, int], AttentionConfig] = {}
 
@@ -174,8 +179,11 @@ def fwd_smem_bytes(es: int, d: int, warps: int, bn: int, mw: int = 1, version: i
 
 def bwd_smem_bytes(es: int, d: int, warps: int, bm: int, version: int = 1) -> int:
     """Dynamic shared memory of the dK/dV kernel (mirrors attention_bwd.cu); version 2 keeps
-    both P^T and dS^T in shared memory."""
+    both P^T and dS^T in shared memory; version 3 (attention_bwd_wgmma.cu) unpadded swizzled
+    tiles plus 1024 bytes to align them."""
     bn = 16 * warps
+    if version == 3:
+        return (2 * bn + 4 * bm) * d * es + bn * bm * es + 16 * bm + 1024
     return (2 * bn + 4 * bm) * (d * es + 16) + version * bn * (bm * es + 16) + 16 * bm
 
 
@@ -227,8 +235,12 @@ class _Kernels:
                 *base, f"-DST_ATTN_WARPS={cfg.fwd_warps}", f"-DST_ATTN_BN={cfg.fwd_bn}",
                 f"-DST_ATTN_MW={cfg.fwd_mw}", f"-DST_ATTN_LAZY_RESCALE={cfg.fwd_lazy_rescale}"))
             fwd_name = "st_attention_fwd"
-        bwd = load_module("attention_bwd.cu", device_id, arch, options=(
-            *base, f"-DST_ATTN_WARPS={cfg.bwd_warps}", f"-DST_ATTN_BM={cfg.bwd_bm}"))
+        bwd_options = (*base, f"-DST_ATTN_WARPS={cfg.bwd_warps}", f"-DST_ATTN_BM={cfg.bwd_bm}")
+        if cfg.bwd_version == 3:
+            bwd = load_module("attention_bwd_wgmma.cu", device_id, arch, options=bwd_options,
+                              arch_specific=True)
+        else:
+            bwd = load_module("attention_bwd.cu", device_id, arch, options=bwd_options)
 
         def get(mod, name, sig):
             return _Launcher(mod.function(name, sig))
@@ -236,7 +248,8 @@ class _Kernels:
         # every (B, heads, S, D) operand adds its batch, head and row strides: "qqi"
         fsig, bsig = "pppppiiiif" + 4 * "qqi", "pppppppppiiiiff" + 6 * "qqi"
         self.fwd = (get(fwd, fwd_name, fsig), get(fwd, fwd_name + "_causal", fsig))
-        dkdv = "st_attention_bwd_dkdv2" if cfg.bwd_version == 2 else "st_attention_bwd_dkdv"
+        dkdv = {1: "st_attention_bwd_dkdv", 2: "st_attention_bwd_dkdv2",
+                3: "st_attention_bwd_dkdv_wgmma"}[cfg.bwd_version]
         self.dkdv = (get(bwd, dkdv, bsig), get(bwd, dkdv + "_causal", bsig))
         self.pre = get(bwd, "st_attention_bwd_pre", "ppppii" + 2 * "qqi")
         self.convert = get(bwd, "st_attention_bwd_convert", "ppiif" + "qqi")
@@ -317,10 +330,11 @@ class CudaAttentionPrimitives:
 
     def _attention_kernels(self, code: int, d: int):
         cfg = config_for(code, d, self.arch)
-        if cfg.fwd_version == 2 and self.arch != 90:
-            raise ValueError(f"attention: tile configuration {cfg} uses the wgmma forward, "
-                             f"which needs an sm_90 GPU (H100/H200); this is sm_{self.arch}: "
-                             "use fwd_version=1")
+        if (cfg.fwd_version == 2 or cfg.bwd_version == 3) and self.arch != 90:
+            raise ValueError(f"attention: tile configuration {cfg} uses a wgmma kernel (forward "
+                             "version 2 or backward version 3), which needs an sm_90 GPU "
+                             f"(H100/H200); this is sm_{self.arch}: use fwd_version=1 and "
+                             "bwd_version 1 or 2")
         cache = self.__dict__.setdefault("_attention_cache", {})
         key = (code, d, cfg)
         kern = cache.get(key)

@@ -19,8 +19,7 @@
 // Compile-time configuration (-D): ST_ATTN_TYPE (0 bf16, 1 f16), ST_ATTN_D (64 or 128),
 // ST_WG_NWG (warpgroups per CTA), ST_WG_BN (keys per tile: 64 or 128).
 // Dynamic shared memory: (BM + 4 * BN) * D * 2 + 1024 bytes (the tiles start 1024-aligned).
-#include "attention_common.cuh"
-#include "wgmma.cuh"
+#include "attention_wgmma.cuh"
 
 #ifndef ST_WG_NWG
 #define ST_WG_NWG 2
@@ -31,53 +30,6 @@
 #ifndef ST_WG_PIPE
 #define ST_WG_PIPE 1
 #endif
-
-// the wgmma wrappers of this element type, chosen by N (64 or 128)
-template <int N>
-STA_FN void wg_ss0(float (&d)[N / 2], wg_u64 a, wg_u64 b) {
-#if ST_ATTN_TYPE == 0
-  if constexpr (N == 64) wg_ss0_m64n64k16_bf16<0>(d, a, b);
-  else wg_ss0_m64n128k16_bf16<0>(d, a, b);
-#else
-  if constexpr (N == 64) wg_ss0_m64n64k16_f16<0>(d, a, b);
-  else wg_ss0_m64n128k16_f16<0>(d, a, b);
-#endif
-}
-template <int N>
-STA_FN void wg_ss(float (&d)[N / 2], wg_u64 a, wg_u64 b) {
-#if ST_ATTN_TYPE == 0
-  if constexpr (N == 64) wg_ss_m64n64k16_bf16<0>(d, a, b, 1);
-  else wg_ss_m64n128k16_bf16<0>(d, a, b, 1);
-#else
-  if constexpr (N == 64) wg_ss_m64n64k16_f16<0>(d, a, b, 1);
-  else wg_ss_m64n128k16_f16<0>(d, a, b, 1);
-#endif
-}
-template <int N>
-STA_FN void wg_rs_t(float (&d)[N / 2], const unsigned (&a)[4], wg_u64 b) {
-#if ST_ATTN_TYPE == 0
-  if constexpr (N == 64) wg_rs_m64n64k16_bf16<1>(d, a, b, 1);
-  else wg_rs_m64n128k16_bf16<1>(d, a, b, 1);
-#else
-  if constexpr (N == 64) wg_rs_m64n64k16_f16<1>(d, a, b, 1);
-  else wg_rs_m64n128k16_f16<1>(d, a, b, 1);
-#endif
-}
-
-// ROWS rows of D 16-bit elements from global row row0 (rows >= limit zero-filled; rows
-// `stride` elements apart) into a 128B-swizzled shared tile
-template <int D, int ROWS, int NT>
-STA_FN void wg_load_rows(unsigned char* dst, const sta_u16* src, long long stride, int row0,
-                         int limit, int tid) {
-  constexpr int CH = D / 8;  // 16-byte chunks per row
-#pragma unroll
-  for (int i = tid; i < ROWS * CH; i += NT) {
-    const int r = i / CH, c = i - r * CH;
-    const int gr = row0 + r;
-    const bool ok = gr < limit;
-    sta_cp_async16(dst + wg_sw128(r, c, ROWS), src + (ok ? gr : 0) * stride + c * 8, ok);
-  }
-}
 
 // S = Q K^T for one warpgroup (issued, not waited for): k step kk reads 16 head-dim columns of
 // both operands (block kk / 4 of 64 columns, bytes 32 (kk % 4) into the 128-byte row)
@@ -146,17 +98,6 @@ STA_FN void wg_rescale(float (&o)[D / 2], const float (&alpha)[2]) {
   for (int i = 0; i < D / 2; ++i) o[i] *= alpha[(i >> 1) & 1];
 }
 
-// n8 blocks 2kk and 2kk + 1 of the probabilities are the k16 A fragment kk (a0/a1 from the
-// first block's rows g / g + 8, a2/a3 from the second's)
-template <class Tr, int BN>
-STA_FN void wg_pack(unsigned (&pa)[BN / 16][4], const float (&s)[BN / 2]) {
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    pa[j >> 1][2 * (j & 1)] = Tr::pack(s[4 * j], s[4 * j + 1]);
-    pa[j >> 1][2 * (j & 1) + 1] = Tr::pack(s[4 * j + 2], s[4 * j + 3]);
-  }
-}
-
 template <class Tr, int D, int NWG, int BN, bool CAUSAL>
 STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* __restrict__ k,
                                   const sta_u16* __restrict__ v, sta_u16* __restrict__ out,
@@ -168,8 +109,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
   constexpr int BM = 64 * NWG, NT = 128 * NWG;
   constexpr int QBYTES = BM * D * 2, KVBYTES = BN * D * 2;
   static_assert((D == 64 || D == 128) && (BN == 64 || BN == 128), "D and BN: 64 or 128");
-  unsigned char* smem = reinterpret_cast<unsigned char*>(
-      (reinterpret_cast<unsigned long long>(smem_raw) + 1023) & ~1023ull);
+  unsigned char* smem = wg_align1024(smem_raw);
   unsigned char* sQ = smem;
   unsigned char* sK = sQ + QBYTES;        // [2] tiles
   unsigned char* sV = sK + 2 * KVBYTES;   // [2] tiles
