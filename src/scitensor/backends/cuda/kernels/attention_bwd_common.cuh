@@ -66,13 +66,20 @@ STA_FN void attention_bwd_convert_body(const float* __restrict__ acc,
 
 // The work of one dK/dV CTA (both kernel versions): key tile n0 (BN keys) of kv head (b, hk),
 // walking `total` query tiles of BM rows: every tile of the G query heads sharing the kv head
-// (GQA), causal ones from the first tile that sees key n0. stage() copies tile j's Q and dO
-// (cp.async, zero-filled past SQ; strides qs and gs), lse * log2(e) (+inf past SQ) and delta into
-// buffer nb.
+// (GQA), causal ones from the first tile that sees key n0. With STA_BWD_STAGGER 1 each key tile
+// starts its walk of a head's query tiles at a different tile (key tile x at the x-th, wrapping
+// around): the CTAs of a head, which run at the same time, then add their dQ shares to different
+// rows instead of all to the same few; 0 (the default): every CTA starts at the first tile.
+// stage() copies tile j's Q and dO (cp.async, zero-filled past SQ; strides qs and gs),
+// lse * log2(e) (+inf past SQ) and delta into buffer nb.
+#ifndef STA_BWD_STAGGER
+#define STA_BWD_STAGGER 0
+#endif
 template <int BN, int BM, bool CAUSAL>
 struct StaBwdWalk {
-  int b, hk, G, n0, diag, m_first, per_head, total;
+  int b, hk, G, n0, diag, m_first, per_head, total, shift;
   STA_FN StaBwdWalk(int H, int HKV, int SQ, int SK) {
+    shift = STA_BWD_STAGGER ? (int)blockIdx.x : 0;
     n0 = blockIdx.x * BN;
     hk = blockIdx.y;
     b = blockIdx.z;
@@ -85,7 +92,7 @@ struct StaBwdWalk {
     total = G * per_head;
   }
   STA_FN int head(int j) const { return hk * G + j / per_head; }
-  STA_FN int row0(int j) const { return (m_first + j % per_head) * BM; }
+  STA_FN int row0(int j) const { return (m_first + (j % per_head + shift) % per_head) * BM; }
   template <int ES, int D, int NT, class T>
   STA_FN void stage(int j, int nb, const T* q, const T* dout, const StaRows& qs,
                     const StaRows& gs, const float* lse, const float* delta, int H, int SQ,

@@ -69,16 +69,6 @@ STA_FN void wg_pack(unsigned (&pa)[N / 16][4], const float (&s)[N / 2]) {
   }
 }
 
-// p[0] += a, p[1] += b (8-byte aligned) when `on`, as one predicated instruction: no branch,
-// so ptxas need not serialise wgmma groups in flight around it
-STA_FN void wg_red_add2_if(float* p, float a, float b, bool on) {
-  asm volatile(
-      "{\n.reg .pred q;\nsetp.ne.b32 q, %3, 0;\n@q red.global.add.v2.f32 [%0], {%1, %2};\n}\n" ::
-          "l"(__cvta_generic_to_global(p)),
-      "f"(a), "f"(b), "r"((int)on)
-      : "memory");
-}
-
 // first 1024-byte boundary at or after p (the swizzled tiles need it)
 STA_FN unsigned char* wg_align1024(unsigned char* p) {
   return reinterpret_cast<unsigned char*>((reinterpret_cast<unsigned long long>(p) + 1023) &
