@@ -143,6 +143,38 @@ def test_binary(gpu, cpu, rng, name, dtype):
         compare(gpu, cpu, name, 1.5, b)
 
 
+# (a shape, b shape): one operand repeats whole along the other (leading 1s aside, its shape is
+# the other's trailing axes): the binary kernels' modes 3 (b repeats) and 4 (a repeats)
+REPEATING = [((4, 5, 6), (5, 6)), ((4, 5, 6), (1, 6)), ((6,), (3, 4, 6)), ((2, 3), (1,)),
+             ((), (4,)), ((0, 3), (3,)), ((257, 33), (33,))]
+
+
+@pytest.mark.parametrize("dtype", [st.float32, st.bfloat16, st.float16, st.float64, st.int64,
+                                   st.bool], ids=lambda d: d.name)
+@pytest.mark.parametrize("shapes", REPEATING, ids=str)
+def test_binary_kernels_repeat_a_broadcast_operand(gpu, cpu, rng, shapes, dtype):
+    """A row (a bias, a position table) combined with a batch runs our kernel, not CuPy's
+    broadcasting, with NumPy's results (outputs poisoned)."""
+    a = np.asarray(_rand(rng, shapes[0], dtype))  # 0-d: an array, not a NumPy scalar
+    b = np.asarray(_rand(rng, shapes[1], dtype))
+    names = ["maximum", "lt"] + (["sub", "mul"] if dtype is not st.bool else [])
+    for name in names:
+        assert gpu._ew.binary(name, *_to_gpu(gpu, (a, b))) is not None, name
+        compare(gpu, cpu, name, a, b)
+        compare(gpu, cpu, name, b, a)
+
+
+# the repeated operand has more axes than the other, so the result has neither's shape: CuPy
+@pytest.mark.parametrize("shapes", [((4, 1), (4,)), ((3, 4), (3, 1)), ((2, 3), (1, 1, 3)),
+                                    ((1, 1, 7), (3, 7))],
+                         ids=str)
+def test_binary_kernels_leave_other_broadcasts_to_cupy(gpu, cpu, rng, shapes):
+    a, b = (_rand(rng, s, st.float32) for s in shapes)
+    assert gpu._ew.binary("sub", *_to_gpu(gpu, (a, b))) is None
+    assert gpu._ew.binary("sub", *_to_gpu(gpu, (b, a))) is None
+    compare(gpu, cpu, "sub", a, b)
+
+
 @pytest.mark.parametrize("src", DTYPES, ids=lambda d: d.name)
 @pytest.mark.parametrize("dst", DTYPES, ids=lambda d: d.name)
 def test_astype(gpu, cpu, rng, src, dst):

@@ -312,3 +312,10 @@ def test_property_shapes(b, sq, sk, kv, grp, d, causal, cross, seed):
     y = m(st.tensor(xq), st.tensor(xk)) if cross else m(st.tensor(xq))
     want = mha_reference(xq, xk, xk, *_params(m), h, kv, causal)
     np.testing.assert_allclose(y.numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_cross_attention_inputs_of_different_dtypes_are_refused():
+    m = nn.MultiHeadAttention(8, 2)
+    q = st.randn(1, 3, 8)
+    with pytest.raises(TypeError, match="project to float32, float64; pass inputs of one"):
+        m(q, st.randn(1, 4, 8, dtype=st.float64))

@@ -128,6 +128,49 @@ def test_float64_on_device(device):
     run_norm(device, (5, 12), st.float64)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_norm_primitives_take_arrays_of_any_rank(device, layout):
+    """The primitives work over the last axis of ``(..., N)`` arrays (layer_norm hands them
+    the input as it is): statistics shaped ``x.shape[:-1]``, ``dx`` shaped like ``x``, on a
+    strided input too; checked against the 2-D call and the float64 reference."""
+    r = np.random.default_rng(3)
+    be = device.backend
+    x = r.standard_normal((3, 5, 64)).astype(np.float32)
+    if layout == "transposed":  # (3, 5, 64) values with strides of a (5, 3, 64) array
+        x_dev = be.transpose(be.asarray(np.ascontiguousarray(x.transpose(1, 0, 2)),
+                                        st.float32), (1, 0, 2))
+    else:
+        x_dev = be.asarray(x, st.float32)
+    w = r.uniform(0.5, 1.5, 64).astype(np.float32)
+    b = r.standard_normal(64).astype(np.float32)
+    g = r.standard_normal((3, 5, 64)).astype(np.float32)
+    w_dev, b_dev, g_dev = (be.asarray(a, st.float32) for a in (w, b, g))
+    ref_y, grads = ln_ref(x, w, b, 1e-5)
+    ref_dx, ref_dw, ref_db, dx_scale = grads(g)
+    with poisoned(device):
+        y, mean, rstd = be.layer_norm_forward(x_dev, w_dev, b_dev, 1e-5)
+        dx, dw, db = be.layer_norm_backward(g_dev, x_dev, mean, rstd, w_dev)
+        y2, _, rstd2 = be.layer_norm_forward(be.reshape(be.ascontiguous(x_dev), (15, 64)),
+                                             w_dev, b_dev, 1e-5)
+        yr, rstd_r = be.rms_norm_forward(x_dev, w_dev, 1e-5)
+        dxr, dwr = be.rms_norm_backward(g_dev, x_dev, rstd_r, w_dev)
+    host = be.to_numpy
+    assert y.shape == dx.shape == x.shape and mean.shape == rstd.shape == (3, 5)
+    assert yr.shape == dxr.shape == x.shape and rstd_r.shape == (3, 5) and dwr.shape == (64,)
+    assert rel_err(host(y), ref_y) < TOL[st.float32]
+    np.testing.assert_array_equal(host(y).reshape(15, 64), host(y2))
+    np.testing.assert_array_equal(host(rstd).reshape(15), host(rstd2))
+    np.testing.assert_allclose(host(mean), f64(x).mean(-1), rtol=1e-5, atol=1e-6)
+    assert rel_err(host(dx), ref_dx, dx_scale) < 4 * TOL[st.float32]
+    assert rel_err(host(dw), ref_dw) < 4 * TOL[st.float32]
+    assert rel_err(host(db), ref_db) < 4 * TOL[st.float32]
+    ref_yr, grads_r = ln_ref(x, w, None, 1e-5, rms=True)
+    ref_dxr, ref_dwr, _, scale_r = grads_r(g)
+    assert rel_err(host(yr), ref_yr) < TOL[st.float32]
+    assert rel_err(host(dxr), ref_dxr, scale_r) < 4 * TOL[st.float32]
+    assert rel_err(host(dwr), ref_dwr) < 4 * TOL[st.float32]
+
+
 def test_multi_axis_normalized_shape(device):
     r = np.random.default_rng(1)
     x = r.standard_normal((2, 3, 4, 5))

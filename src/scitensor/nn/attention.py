@@ -22,7 +22,6 @@ import numbers
 from .. import dtypes as dt
 from ..autodiff.mode import GRAD_ENABLED
 from ..ops._core import sync_if_requested
-from ..ops.attention import _check as _check_qkv
 from ..ops.attention import attention_reference
 from ..ops.dropout import dropout as dropout_op
 from ..runtime import DETERMINISTIC, is_reproducible
@@ -58,17 +57,30 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
     Returns:
         ``(B, Sq, H, D)``: each query position's heads side by side, ready to be reshaped to
         ``(B * Sq, H * D)`` for the output projection without a copy.
+
+    The caller checks the shapes: :class:`MultiHeadAttention` makes the sources with its own
+    projections (one device, whole heads of ``head_dim >= 1``, query heads a multiple of the
+    key/value heads) and checks the batch and sequence sizes of its inputs; only the dtypes
+    (inputs of different dtypes project to different ones) are checked here.
     """
     dev = sources[0].device
     be = sources[0].backend
+    for src in sources[1:]:
+        if src.dtype is not sources[0].dtype:
+            raise TypeError(f"MultiHeadAttention: the query, key and value project to "
+                            f"{', '.join(s.dtype.name for s in sources)}; pass inputs of one "
+                            "dtype (cast with .astype(...))")
 
-    def heads(data, role):
-        """Heads ``[h0, h1)`` of a ``(B, S, N, D)`` array as a ``(B, h1 - h0, S, D)`` view."""
-        _, h0, h1 = role
-        return be.transpose(be.getitem(data, (_ALL, _ALL, slice(h0, h1))), _SWAP)
+    def heads(datas, role):
+        """Heads ``[h0, h1)`` of source ``i``'s ``(B, S, N, D)`` array as a ``(B, h1 - h0, S,
+        D)`` view; ``datas`` holds the sources' arrays transposed to ``(B, N, S, D)``."""
+        i, h0, h1 = role
+        return be.getitem(datas[i], (_ALL, slice(h0, h1)))
 
-    q, k, v = (heads(sources[r[0]].data, r) for r in roles)
-    _check_qkv(wrap(q, dev), wrap(k, dev), wrap(v, dev), scale)  # shapes, dtypes, heads
+    # one transpose per source, then a slice per role: the views are those of slicing heads
+    # first and transposing each (same strides and offsets) in fewer backend calls
+    seq_major = [be.transpose(src.data, _SWAP) for src in sources]
+    q, k, v = [heads(seq_major, r) for r in roles]
     b, h, sq, d = q.shape
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     y = be.empty((b, sq, h, d), sources[0].dtype)
@@ -97,7 +109,8 @@ def _attention_seq_major(sources: tuple[Tensor, ...], roles, causal: bool, scale
             covered = sum(h1 - h0 for j, h0, h1 in roles if j == i) == src.shape[2]
             make = be.empty if covered or not src.requires_grad else be.zeros
             bufs.append(make(src.shape, src.dtype))
-        dst = tuple(heads(bufs[r[0]], r) for r in roles)
+        bufs_seq_major = [be.transpose(buf, _SWAP) for buf in bufs]
+        dst = tuple(heads(bufs_seq_major, r) for r in roles)
         got = be.attention_backward(be.transpose(g.data, _SWAP), q, k, v, o, lse, causal, scale,
                                     grads_out=dst)
         for want, res in zip(dst, got):

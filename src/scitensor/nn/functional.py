@@ -6,7 +6,8 @@ Everything here is a composition of scitensor ops, so gradients flow through it.
 from __future__ import annotations
 
 from .. import ops
-from ..ops._core import checks_values, host_min_max
+from ..autodiff.mode import GRAD_ENABLED
+from ..ops._core import checks_values, host_min_max, make_result, sync_if_requested, wrap
 from ..ops.attention import scaled_dot_product_attention
 from ..ops.batchnorm import batch_norm
 from ..ops.conv import conv2d, conv2d_weight, conv_transpose2d
@@ -345,9 +346,6 @@ def embedding(ids: Tensor, weight: Tensor, padding_idx: int | None = None) -> Te
         >>> out.sum().backward(); w.grad.tolist()
         [[0.0, 0.0], [0.0, 0.0], [2.0, 2.0]]
     """
-    from ..autodiff.mode import GRAD_ENABLED
-    from ..ops._core import make_result, sync_if_requested, wrap
-
     ids = _tensor_arg(ids, "embedding", "ids")
     weight = _tensor_arg(weight, "embedding", "weight")
     if ids.dtype.kind != "i":
@@ -380,10 +378,8 @@ def embedding(ids: Tensor, weight: Tensor, padding_idx: int | None = None) -> Te
 def _embedding_grad(g: Tensor, ids: Tensor, shape, dtype, pad) -> Tensor:
     """The weight's cotangent: ``g``'s rows added at ``ids`` (row ``pad`` left at zero)."""
     from .. import dtypes as dt
-    from ..autodiff.mode import GRAD_ENABLED
     from ..creation import zeros
     from ..runtime import DETERMINISTIC, check_deterministic
-    from ..tensor import wrap
 
     n, d = shape
     if GRAD_ENABLED[0]:  # create_graph: the same with differentiable ops

@@ -80,7 +80,7 @@ class Dense(Module):
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"Dense({self.in_features}, {self.out_features}): input of shape "
                              f"{x.shape} must have last axis {self.in_features}")
-        return F.linear(x, self.weight, self.bias, self.activation)
+        return ops.linear(x, self.weight, self.bias, self.activation)  # F.linear's op
 
     def extra_repr(self) -> str:
         act = "" if self.activation is None else f", activation={self.activation!r}"

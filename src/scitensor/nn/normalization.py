@@ -12,6 +12,7 @@ from .. import dtypes as dt
 from ..autodiff.mode import no_grad
 from ..creation import ones, zeros
 from ..ops.batchnorm import batch_norm
+from ..ops.normalization import layer_norm, rms_norm
 from ..tensor import Tensor
 from .module import Module
 from .parameter import Parameter
@@ -202,8 +203,6 @@ class LayerNorm(Module):
                      if elementwise_affine and bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        from ..ops.normalization import layer_norm
-
         if not isinstance(x, Tensor):
             raise TypeError(f"LayerNorm: expected a Tensor input, got {type(x).__name__}")
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -243,8 +242,6 @@ class RMSNorm(Module):
                        if elementwise_affine else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        from ..ops.normalization import rms_norm
-
         if not isinstance(x, Tensor):
             raise TypeError(f"RMSNorm: expected a Tensor input, got {type(x).__name__}")
         eps = self.eps

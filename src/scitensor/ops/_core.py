@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import dtypes as dt
 from ..autodiff.mode import GRAD_ENABLED
-from ..runtime import SYNC_EVERY_OP
+from ..runtime import CAPTURING, SYNC_EVERY_OP
 from ..tensor import Tensor, make_result, wrap
 
 __all__ = ["GRAD_ENABLED", "Tensor", "as_tensor", "differentiable", "make_result", "named",
@@ -133,7 +133,8 @@ def check_keepdims(keepdims, op: str) -> bool:
 
 
 def norm_axis(axis, ndim: int, op: str) -> int:
-    if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
+    if type(axis) is not int and (not isinstance(axis, numbers.Integral)
+                                  or isinstance(axis, bool)):
         raise TypeError(f"{op}: axis must be an int, got {type(axis).__name__}")
     if not -max(ndim, 1) <= axis < max(ndim, 1):
         raise IndexError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
@@ -166,8 +167,6 @@ def checks_values(device) -> bool:
     host waits for the device anyway (elsewhere CuPy wraps out-of-range indices around)."""
     if device.type == "cpu":
         return True
-    from ..runtime import CAPTURING
-
     return SYNC_EVERY_OP[0] and CAPTURING[0] is None
 
 

@@ -159,7 +159,7 @@ def getitem(x, key) -> Tensor:
                           lambda g, out: (_scatter_into(g, shape, dtype, k, key, advanced),))
     else:
         out = wrap(data, x.device)
-    sync_if_requested(x.device)
+    sync_if_requested(x.device, "getitem")
     return out
 
 

@@ -71,7 +71,8 @@ def cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int = -
     if reduction not in _REDUCTIONS:
         raise ValueError(f"cross_entropy: reduction must be one of {_REDUCTIONS}, got "
                          f"{reduction!r}")
-    if not (isinstance(label_smoothing, numbers.Real) and 0.0 <= label_smoothing <= 1.0):
+    if not ((type(label_smoothing) is float or isinstance(label_smoothing, numbers.Real))
+            and 0.0 <= label_smoothing <= 1.0):
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got "
                          f"{label_smoothing!r}")
     if logits.ndim < 1:
@@ -87,7 +88,8 @@ def cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int = -
     if labels.device is not logits.device:
         raise ValueError(f"cross_entropy: labels are on {labels.device} but logits on "
                          f"{logits.device}; move them with .to({str(logits.device)!r})")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+    if type(ignore_index) is not int and (isinstance(ignore_index, bool)
+                                          or not isinstance(ignore_index, numbers.Integral)):
         raise TypeError(f"cross_entropy: ignore_index must be an int, got {ignore_index!r:.40}")
     ignore_index = int(ignore_index)
     # the GPU kernel writes NaN for a bad label; checking there needs a host wait (sync mode)
@@ -101,7 +103,7 @@ def cross_entropy(logits, labels, reduction: str = "mean", ignore_index: int = -
                              f"ignore_index={ignore_index}, got {int(first[0])}")
     rows = math.prod(logits.shape[:-1])
     out = _fused(logits, labels, rows, n_cls, reduction, ignore_index, float(label_smoothing))
-    sync_if_requested(logits.device)
+    sync_if_requested(logits.device, "cross_entropy")
     return out
 
 
@@ -113,13 +115,13 @@ def _fused(logits: Tensor, labels: Tensor, rows: int, n_cls: int, reduction: str
     ``cross_entropy_backward`` with the scalar cotangent (``g / count`` for a mean) shared by
     every row."""
     be = logits.backend
-    x = be.reshape(logits.data, (rows, n_cls))
-    lab = be.reshape(labels.data, (rows,))
+    x = _as_shape(be, logits.data, (rows, n_cls))
+    lab = _as_shape(be, labels.data, (rows,))
     loss, lse = be.cross_entropy_forward(x, lab, ignore_index, smoothing)
     out_dt = logits.dtype
     count = None
     if reduction == "none":
-        value = be.reshape(loss, labels.shape)
+        value = _as_shape(be, loss, labels.shape)
     else:  # the sum, the count of non-ignored rows and the mean in one backend call
         value, count = be.cross_entropy_reduce(loss, lab, ignore_index, reduction == "mean")
         if reduction == "sum":
@@ -141,13 +143,19 @@ def _fused(logits: Tensor, labels: Tensor, rows: int, n_cls: int, reduction: str
         if gd.dtype != loss.dtype:
             gd = be.astype(gd, dt.from_numpy_dtype(loss.dtype))
         if reduction == "none":
-            gd = be.reshape(gd, (rows,))
+            gd = _as_shape(be, gd, (rows,))
         elif count is not None:
             gd = be.div(gd, count)
         dx = be.cross_entropy_backward(gd, x, lab, lse, ignore_index, smoothing)
-        return (wrap(be.reshape(dx, logits.shape), logits.device),)
+        return (wrap(_as_shape(be, dx, logits.shape), logits.device),)
 
     return make_result(value, logits.device, (logits,), pullback)
+
+
+def _as_shape(be, a, shape):
+    """``a`` reshaped to ``shape``, or ``a`` itself when it has that shape already (a reshape
+    is a backend call: a few µs of host time on a GPU)."""
+    return a if a.shape == shape else be.reshape(a, shape)
 
 
 def _cross_entropy_grad_graph(g, x, labels, ignore_index, smoothing):

@@ -28,7 +28,10 @@ __all__ = ["layer_norm", "rms_norm"]
 
 
 def _normalized_shape(normalized_shape, x: Tensor, op: str) -> tuple[int, ...]:
-    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+    if type(normalized_shape) is tuple and all(type(n) is int for n in normalized_shape):
+        shape = normalized_shape  # the layers' (already checked) form: nothing to convert
+    elif isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape,
+                                                                             bool):
         shape = (int(normalized_shape),)
     else:
         try:
@@ -38,7 +41,8 @@ def _normalized_shape(normalized_shape, x: Tensor, op: str) -> tuple[int, ...]:
         except (TypeError, ValueError):
             raise TypeError(f"{op}: normalized_shape must be an int or a sequence of ints, got "
                             f"{normalized_shape!r}") from None
-    if not shape or len(shape) > x.ndim or tuple(x.shape[x.ndim - len(shape):]) != shape:
+    xs = x.data.shape
+    if not shape or len(shape) > len(xs) or xs[len(xs) - len(shape):] != shape:
         raise ValueError(f"{op}: normalized_shape {shape} must equal the trailing dimensions "
                          f"of the input of shape {x.shape}")
     if not x.dtype.is_floating:
@@ -52,21 +56,34 @@ def _param(p, shape, x: Tensor, op: str, name: str):
         return None
     if not isinstance(p, Tensor):
         raise TypeError(f"{op}: {name} must be a Tensor or None, got {type(p).__name__}")
-    if tuple(p.shape) != shape:
+    data = p.data
+    if data.shape != shape:
         raise ValueError(f"{op}: {name} of shape {p.shape} must have normalized_shape {shape}")
     if not p.dtype.is_floating:
         raise TypeError(f"{op}: {name} must be floating, got {p.dtype.name}")
     if p.device is not x.device:
         raise ValueError(f"{op}: {name} is on {p.device} but the input on {x.device}; move it "
                          f"with .to({str(x.device)!r})")
-    data = p.data
     return data if data.ndim == 1 else p.backend.reshape(data, (math.prod(shape),))
 
 
 def _eps(eps, op: str) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < math.inf:
+    if type(eps) is not float and (isinstance(eps, bool) or not isinstance(eps, numbers.Real)):
+        raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r:.40}")
+    if not 0 <= eps < math.inf:
         raise ValueError(f"{op}: eps must be a finite number >= 0, got {eps!r:.40}")
     return float(eps)
+
+
+def _rows(be, x: Tensor, shape) -> object:
+    """``x``'s data with the normalized axes as one last axis. The primitives take ``(..., N)``
+    arrays, so with one normalized axis that is the data itself: no reshape on the way in or
+    out (each is a backend call, a few µs of host time on a GPU)."""
+    if len(shape) == 1:
+        return x.data
+    n = math.prod(shape)
+    m = x.size // n if n else math.prod(x.shape[:x.ndim - len(shape)])
+    return be.reshape(x.data, (m, n))
 
 
 def _as_shape(be, a, shape):
@@ -104,26 +121,22 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -
     w = _param(weight, shape, x, "layer_norm", "weight")
     b = _param(bias, shape, x, "layer_norm", "bias")
     eps = _eps(eps, "layer_norm")
-    n = math.prod(shape)
-    m = x.size // n if n else math.prod(x.shape[:x.ndim - len(shape)])
     be = x.backend
-    x2 = x.data if x.ndim == 2 and len(shape) == 1 else be.reshape(x.data, (m, n))
-    y, mu, rstd = be.layer_norm_forward(x2, w, b, float(eps))
+    x2 = _rows(be, x, shape)
+    y, mu, rstd = be.layer_norm_forward(x2, w, b, eps)
 
     def pullback(g, out):
         if GRAD_ENABLED[0]:
-            return _norm_grads_graph(g, x, weight, bias, shape, float(eps), rms=False)
+            return _norm_grads_graph(g, x, weight, bias, shape, eps, rms=False)
         need_w, need_b = _needs(weight), _needs(bias)
-        g2 = g.data if g.data.shape == x2.shape else be.reshape(g.data, (m, n))
-        dx, dw, db = be.layer_norm_backward(g2, x2, mu, rstd, w,
+        dx, dw, db = be.layer_norm_backward(_as_shape(be, g.data, x2.shape), x2, mu, rstd, w,
                                             need_param_grads=need_w or need_b)
-        return (wrap(dx if dx.shape == x.shape else be.reshape(dx, x.shape), x.device),
+        return (wrap(_as_shape(be, dx, x.shape), x.device),
                 wrap(_as_shape(be, dw, shape), x.device) if need_w else None,
                 wrap(_as_shape(be, db, shape), x.device) if need_b else None)
 
-    out = make_result(y if y.shape == x.shape else be.reshape(y, x.shape), x.device,
-                      (x, weight, bias), pullback)
-    sync_if_requested(x.device)
+    out = make_result(_as_shape(be, y, x.shape), x.device, (x, weight, bias), pullback)
+    sync_if_requested(x.device, "layer_norm")
     return out
 
 
@@ -150,22 +163,20 @@ def rms_norm(x, normalized_shape, weight=None, eps: float = 1e-6) -> Tensor:
     shape = _normalized_shape(normalized_shape, x, "rms_norm")
     w = _param(weight, shape, x, "rms_norm", "weight")
     eps = _eps(eps, "rms_norm")
-    n = math.prod(shape)
-    m = x.size // n if n else math.prod(x.shape[:x.ndim - len(shape)])
     be = x.backend
-    x2 = be.reshape(x.data, (m, n))
-    y, rstd = be.rms_norm_forward(x2, w, float(eps))
+    x2 = _rows(be, x, shape)
+    y, rstd = be.rms_norm_forward(x2, w, eps)
 
     def pullback(g, out):
         if GRAD_ENABLED[0]:
-            return _norm_grads_graph(g, x, weight, None, shape, float(eps), rms=True)[:2]
-        dx, dw = be.rms_norm_backward(be.reshape(g.data, (m, n)), x2, rstd, w,
+            return _norm_grads_graph(g, x, weight, None, shape, eps, rms=True)[:2]
+        dx, dw = be.rms_norm_backward(_as_shape(be, g.data, x2.shape), x2, rstd, w,
                                       need_param_grads=_needs(weight))
-        return (wrap(be.reshape(dx, x.shape), x.device),
-                wrap(be.reshape(dw, shape), x.device) if _needs(weight) else None)
+        return (wrap(_as_shape(be, dx, x.shape), x.device),
+                wrap(_as_shape(be, dw, shape), x.device) if _needs(weight) else None)
 
-    out = make_result(be.reshape(y, x.shape), x.device, (x, weight), pullback)
-    sync_if_requested(x.device)
+    out = make_result(_as_shape(be, y, x.shape), x.device, (x, weight), pullback)
+    sync_if_requested(x.device, "rms_norm")
     return out
 
 

@@ -53,17 +53,24 @@ def reshape(x, *shape) -> Tensor:
     """
     x = check_tensor(x, "reshape")
     shape = _shape_arg(shape)
+    known = 1  # the product of the entries other than -1
     for n in shape:
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < -1:
+        if type(n) is not int and (not isinstance(n, numbers.Integral) or isinstance(n, bool)):
             raise ValueError(f"reshape: invalid shape {shape}; entries must be ints >= 0 or -1")
-    known = math.prod(n for n in shape if n != -1)
-    if shape.count(-1) > 1 or (
-            -1 not in shape and known != x.size) or (
-            -1 in shape and (known == 0 or x.size % known)):
+        if n < -1:
+            raise ValueError(f"reshape: invalid shape {shape}; entries must be ints >= 0 or -1")
+        if n != -1:
+            known *= n
+    size = x.data.size
+    if -1 in shape:
+        bad = shape.count(-1) > 1 or known == 0 or size % known
+    else:
+        bad = known != size
+    if bad:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} "
                          f"({x.size} elements) into {shape}")
-    in_shape = x.shape
-    return _finish(x.backend.reshape(x.data, shape), x,
+    in_shape = x.data.shape
+    return _finish(x.device.backend.reshape(x.data, shape), x,
                    lambda g, out: (reshape(g, in_shape),))
 
 

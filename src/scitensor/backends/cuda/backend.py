@@ -9,6 +9,8 @@ What runs where:
 - matmul: cuBLASLt (``cublaslt.py``), capturable in CUDA graphs;
 - the linear layer (GEMM + bias + activation and its backward): cuBLASLt epilogues
   (``linear.py``);
+- ``a[ids]`` with one integer index array (embedding lookups): a row-gather kernel
+  (``gather.py``);
 - everything else: :class:`~scitensor.backends.xp.ArrayBackend` with ``xp = cupy``.
   float16/bfloat16 inputs CuPy cannot handle are computed in float32 and rounded back.
 
@@ -39,6 +41,7 @@ from .conv import CudaConvPrimitives
 from .cublaslt import CublasLt
 from .elementwise import DTYPE_CODE, ElementwiseKernels, check_fast_alloc, new_array
 from .errors import queued_failure
+from .gather import CudaGatherPrimitives
 from .graphs import CudaGraphPrimitives
 from .linear import CudaLinearPrimitives
 from .normalization import CudaNormalizationPrimitives
@@ -118,7 +121,7 @@ def _fast_binary(name: str):
 
 class CudaBackend(CudaAttentionPrimitives, CudaConvPrimitives, CudaNormalizationPrimitives,
                   CudaPoolingPrimitives, CudaClusterPrimitives, CudaGraphPrimitives,
-                  CudaLinearPrimitives, NumpyCompatPrimitives,
+                  CudaLinearPrimitives, CudaGatherPrimitives, NumpyCompatPrimitives,
                   ArrayBackend):
     """Runs every primitive on one CUDA device. Work is asynchronous (see module docs)."""
 

@@ -2,9 +2,11 @@
 
 CuPy's ufunc machinery costs ~22 µs of host time for a tiny add; these paths check a few
 attributes, allocate the output and launch one kernel through :class:`~.launch.Kernel`.
-They return ``None`` when the inputs are outside what the kernels cover (broadcasting,
-non-contiguous binary operands, mixed dtypes, a dtype without the kernel), and the backend
-then falls back to CuPy.
+Binary operands may be two arrays of one shape, an array and a scalar, or two arrays where
+one repeats whole along the other (its shape, leading 1s aside, is the other's trailing
+axes: a bias row added to a batch). They return ``None`` when the inputs are outside what
+the kernels cover (other broadcasting, non-contiguous binary operands, mixed dtypes, a dtype
+without the kernel), and the backend then falls back to CuPy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from ... import dtypes as dt
 from .compiler import load_module
 from .launch import Kernel
 
-__all__ = ["DTYPE_CODE", "ElementwiseKernels", "check_fast_alloc", "new_array"]
+__all__ = ["DTYPE_CODE", "ElementwiseKernels", "check_fast_alloc", "new_array",
+           "repeats_along"]
 
 # np dtype -> code compiled into elementwise.cu (-DST_DTYPE)
 DTYPE_CODE = {
@@ -105,7 +108,7 @@ class ElementwiseKernels:
             return "ppq"
         if name == "fill":
             return "p" + _SCALAR_SIG[code] + "q"
-        return "pp" + 2 * _SCALAR_SIG[code] + "pqi"  # binary; unary kernels pass "ppq"
+        return "pp" + 2 * _SCALAR_SIG[code] + "pqiq"  # binary; unary kernels pass "ppq"
 
     def _new(self, shape, dtype):
         out = new_array(shape, dtype)
@@ -120,13 +123,19 @@ class ElementwiseKernels:
             dtype = a.dtype
             if not a._c_contiguous:
                 return None
+            period = 0
             if type(b) is _ndarray:
                 if b.dtype != dtype or not b._c_contiguous:
                     return None
                 shape = a.shape
-                if b.shape != shape:
-                    return None
                 mode, pa, pb, sa, sb = 0, a.data.ptr, b.data.ptr, 0, 0
+                if b.shape != shape:
+                    if repeats_along(b.shape, shape):
+                        mode, period = 3, b.size
+                    elif repeats_along(shape, b.shape):
+                        mode, period, shape = 4, a.size, b.shape
+                    else:
+                        return None
             else:
                 sb = _scalar(b, dtype)
                 if sb is None:
@@ -135,7 +144,7 @@ class ElementwiseKernels:
                     return None
                 shape = a.shape
                 mode, pa, pb, sa = 1, a.data.ptr, 0, 0
-            n = a.size
+            n = b.size if mode == 4 else a.size
         elif type(b) is _ndarray:
             dtype = b.dtype
             sa = _scalar(a, dtype)
@@ -144,7 +153,7 @@ class ElementwiseKernels:
                     return self.binary(name, a, self.cast(b, _F32))
                 return None
             shape = b.shape
-            mode, pa, pb, sb = 2, 0, b.data.ptr, 0
+            mode, pa, pb, sb, period = 2, 0, b.data.ptr, 0, 0
             n = b.size
         else:
             return None
@@ -164,7 +173,7 @@ class ElementwiseKernels:
                 out.data.memset_async(0xFF, out.nbytes)
             blocks = (n + THREADS - 1) // THREADS
             k(blocks if blocks < self.max_blocks else self.max_blocks, THREADS,
-              _get_stream(self.device_id).ptr, pa, pb, sa, sb, out.data.ptr, n, mode)
+              _get_stream(self.device_id).ptr, pa, pb, sa, sb, out.data.ptr, n, mode, period)
         return out
 
     def unary(self, name: str, a):
@@ -224,6 +233,25 @@ class ElementwiseKernels:
             k(blocks if blocks < self.max_blocks else self.max_blocks, THREADS,
               _get_stream(self.device_id).ptr, out.data.ptr, v, n)
         return out
+
+
+def repeats_along(small: tuple, big: tuple) -> bool:
+    """Whether an array of shape ``small`` broadcast to ``big`` is itself repeated whole: its
+    shape, leading 1s aside, is ``big``'s trailing axes (and it has no more axes than ``big``,
+    so the result has ``big``'s shape). Element ``i`` of the result then pairs with element
+    ``i % small.size``.
+
+    Example:
+        >>> repeats_along((1, 384), (16, 256, 384)), repeats_along((256, 1), (4, 256, 384))
+        (True, False)
+    """
+    k = len(small)
+    if k > len(big):
+        return False
+    lead = 0
+    while lead < k and small[lead] == 1:
+        lead += 1
+    return small[lead:] == big[len(big) - (k - lead):]
 
 
 def _scalar(s, dtype):

@@ -87,19 +87,24 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
 
     def _params(self, x_dtype, *params):
         """Weight/bias as one kind: all of ``x_dtype`` (flag 0) or all float32 (flag 1)."""
-        present = [p for p in params if p is not None]
-        pf32 = 0 if all(p.dtype == x_dtype for p in present) else 1
+        pf32 = 0
+        for p in params:
+            if p is not None and p.dtype != x_dtype:
+                pf32 = 1
         want = _F32 if pf32 else x_dtype
         return [None if p is None else _prep(p, want) for p in params], pf32
 
     # ---- layer norm and RMS norm -----------------------------------------------------------------
+    # The kernels see rows of n contiguous elements, so arrays of any rank are used as they
+    # are: no reshapes in (x, g, the statistics) or out (y, dx), each a CuPy call.
     def _norm_forward(self, x, weight, bias, eps, rms):
         n = x.shape[-1]
         rows = x.size // n
-        x2 = _prep(x if x.ndim == 2 else x.reshape(rows, n))
+        x2 = _prep(x)
         (w, b), pf32 = self._params(x.dtype, weight, bias)
-        y = self._new(x2.shape, x.dtype)
-        stats = self._new((1 if rms else 2, rows), _F32)  # one allocation: rstd (and mean)
+        y = self._new(x.shape, x.dtype)
+        # one allocation for rstd (and mean), each of shape x.shape[:-1]
+        stats = self._new((1 if rms else 2, *x.shape[:-1]), _F32)
         rstd, mean = stats[0], None if rms else stats[1]
         vec = 16 // x.dtype.itemsize
         # 16-bit rows may hold 32 values a thread (v4): 64 bytes in flight, as float32's v4
@@ -109,21 +114,17 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
                              _NORM_FWD_SIG)
         k(plan.blocks(rows), plan.threads, _stream().ptr, x2.data.ptr, _ptr(w), _ptr(b), pf32,
           y.data.ptr, _ptr(mean), rstd.data.ptr, rows, n, plan.tpr, float(eps), int(rms))
-        if x.ndim == 2:  # the usual (rows, n) call: the views already have the shapes
-            return y, mean, rstd
-        shape = x.shape[:-1]
-        return y.reshape(x.shape), None if rms else mean.reshape(shape), rstd.reshape(shape)
+        return y, mean, rstd
 
     def _norm_backward(self, g, x, mean, rstd, weight, need_param_grads, rms):
         n = x.shape[-1]
         rows = x.size // n
-        flat = x.ndim == 2
-        x2 = _prep(x if flat else x.reshape(rows, n))
-        g2 = _prep(g if g.ndim == 2 else g.reshape(rows, n), x.dtype)
+        x2 = _prep(x)
+        g2 = _prep(g, x.dtype)  # shaped like x, or any array of its rows
         (w,), pf32 = self._params(x.dtype, weight)
-        mean = None if rms else _contig(mean if mean.ndim == 1 else mean.reshape(rows), _F32)
-        rstd = _contig(rstd if rstd.ndim == 1 else rstd.reshape(rows), _F32)
-        dx = self._new(x2.shape, x.dtype)
+        mean = None if rms else _contig(mean, _F32)
+        rstd = _contig(rstd, _F32)
+        dx = self._new(x.shape, x.dtype)
         vec = 16 // x.dtype.itemsize
         plan = pick_register(n, vec)
         if plan is None:
@@ -147,8 +148,6 @@ class CudaNormalizationPrimitives(NormalizationPrimitives):
             part = cupy.empty((sets, blocks * plan.rows_per_block, n), dtype=_F32)
         k(blocks, plan.threads, _stream().ptr, g2.data.ptr, x2.data.ptr, _ptr(mean),
           rstd.data.ptr, _ptr(w), pf32, dx.data.ptr, _ptr(part), rows, n, plan.tpr, int(rms))
-        if not flat:
-            dx = dx.reshape(x.shape)
         if not need_param_grads:
             return dx, None, None
         out = self._new((sets, n), _F32)

@@ -2,7 +2,9 @@
 //   0 float16, 1 bfloat16, 2 float32, 3 float64, 4 int32, 5 int64, 6 bool.
 // Every kernel works on contiguous arrays of n elements. Low-precision floats compute in
 // float32 and round once (as the CPU backend does). Binary kernels take a mode:
-//   0: a and b are arrays; 1: b is the scalar sb; 2: a is the scalar sa.
+//   0: a and b are arrays; 1: b is the scalar sb; 2: a is the scalar sa;
+//   3: b is an array of `period` elements repeated along a (b broadcast over a's leading
+//      axes: a bias row, a position table); 4: a repeats the same way along b.
 #include "common.cuh"
 
 #ifndef ST_DTYPE
@@ -55,10 +57,10 @@ typedef st_bool T; typedef int C;
 #define BINARY(name, OUT, STORE_OUT, expr)                                          \
   extern "C" __global__ void name(const T* __restrict__ a, const T* __restrict__ b, \
                                   C sa, C sb, OUT* __restrict__ out, long long n,   \
-                                  int mode) {                                       \
+                                  int mode, long long period) {                     \
     ST_LOOP(i, n) {                                                                 \
-      const C x = mode == 2 ? sa : LOAD(a[i]);                                      \
-      const C y = mode == 1 ? sb : LOAD(b[i]);                                      \
+      const C x = mode == 2 ? sa : LOAD(a[mode == 4 ? i % period : i]);             \
+      const C y = mode == 1 ? sb : LOAD(b[mode == 3 ? i % period : i]);             \
       out[i] = STORE_OUT(expr);                                                     \
     }                                                                               \
   }
