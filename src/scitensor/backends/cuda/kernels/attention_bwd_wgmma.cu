@@ -104,24 +104,8 @@ STA_FN void wg_attention_bwd_body(
     // while P^T is computed, dV while dS^T is computed, and dK while dS^T is stored
     float s[BM / 2], dp[BM / 2];
     wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const wg_u64 a = wg_desc(k_addr + (kk >> 2) * BN * 128 + wg * 64 * 128 + (kk & 3) * 32,
-                               16, 1024);
-      const wg_u64 bq = wg_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-      if (kk == 0) wg_ss0<BM>(s, a, bq);
-      else wg_ss<BM>(s, a, bq);
-    }
-    wg_commit();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const wg_u64 a = wg_desc(v_addr + (kk >> 2) * BN * 128 + wg * 64 * 128 + (kk & 3) * 32,
-                               16, 1024);
-      const wg_u64 bo = wg_desc(o_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-      if (kk == 0) wg_ss0<BM>(dp, a, bo);
-      else wg_ss<BM>(dp, a, bo);
-    }
-    wg_commit();
+    wg_issue_abt<D, BN, BM>(s, k_addr + wg * 64 * 128, q_addr);
+    wg_issue_abt<D, BN, BM>(dp, v_addr + wg * 64 * 128, o_addr);
     wg_wait<1>();  // S^T
     wg_touch(s);
 

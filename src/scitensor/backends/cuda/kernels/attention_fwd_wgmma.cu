@@ -31,20 +31,6 @@
 #define ST_WG_PIPE 1
 #endif
 
-// S = Q K^T for one warpgroup (issued, not waited for): k step kk reads 16 head-dim columns of
-// both operands (block kk / 4 of 64 columns, bytes 32 (kk % 4) into the 128-byte row)
-template <int D, int BM, int BN>
-STA_FN void wg_issue_qk(float (&s)[BN / 2], unsigned q_addr, unsigned k_addr) {
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    const wg_u64 da = wg_desc(q_addr + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-    const wg_u64 db = wg_desc(k_addr + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
-    if (kk == 0) wg_ss0<BN>(s, da, db);
-    else wg_ss<BN>(s, da, db);
-  }
-  wg_commit();
-}
-
 // O += P V (issued, not waited for): k step kk covers keys 16 kk.. (16 rows = 2048 bytes
 // further); N = D spans D / 64 blocks of 64 columns, BN * 128 bytes apart (the leading offset)
 template <int D, int BN>
@@ -160,7 +146,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
     wg_fence_proxy_async();
     sta_sync();
     wg_fence();
-    wg_issue_qk<D, BM, BN>(s, q_addr, wg_smem_addr(sK));
+    wg_issue_abt<D, BM, BN>(s, q_addr, wg_smem_addr(sK));
     wg_wait<0>();
     wg_touch(s);
     wg_softmax<BN, CAUSAL>(s, mrow, lrow, alpha, 0, WG_MASKED(0), r_lo, t, SK, diag,
@@ -179,7 +165,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
     sta_cp_async_commit();
     wg_touch(o);
     wg_fence();
-    wg_issue_qk<D, BM, BN>(s, q_addr, wg_smem_addr(sK + ((it + 1) & 1) * KVBYTES));
+    wg_issue_abt<D, BM, BN>(s, q_addr, wg_smem_addr(sK + ((it + 1) & 1) * KVBYTES));
     wg_issue_pv<D, BN>(o, pa, wg_smem_addr(sV + (it & 1) * KVBYTES));
     wg_wait<1>();  // S(it + 1) is done; P(it) V(it) may still run
     wg_touch(s);
@@ -219,7 +205,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
     }
     sta_cp_async_commit();
     wg_fence();
-    wg_issue_qk<D, BM, BN>(s, q_addr, wg_smem_addr(sK + buf * KVBYTES));
+    wg_issue_abt<D, BM, BN>(s, q_addr, wg_smem_addr(sK + buf * KVBYTES));
     wg_wait<0>();
     wg_touch(s);
     wg_softmax<BN, CAUSAL>(s, mrow, lrow, alpha, it * BN, WG_MASKED(it), r_lo, t, SK, diag,

@@ -43,6 +43,23 @@ STA_FN void wg_rs_t(float (&d)[N / 2], const unsigned (&a)[4], wg_u64 b) {
 #endif
 }
 
+// C = A B^T over D columns (issued and committed as one group, not waited for): A is 64 rows of a
+// tile of AROWS rows at a_addr (K-major, blocks of 64 columns AROWS * 128 bytes apart), B the
+// N = BROWS rows of a tile at b_addr; k step kk reads columns 16 kk.. of both (block kk / 4,
+// bytes 32 (kk % 4) into the 128-byte row). S = Q K^T in the forward, S^T = K Q^T and
+// dP^T = V dO^T in the backward.
+template <int D, int AROWS, int BROWS>
+STA_FN void wg_issue_abt(float (&c)[BROWS / 2], unsigned a_addr, unsigned b_addr) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const wg_u64 da = wg_desc(a_addr + (kk >> 2) * AROWS * 128 + (kk & 3) * 32, 16, 1024);
+    const wg_u64 db = wg_desc(b_addr + (kk >> 2) * BROWS * 128 + (kk & 3) * 32, 16, 1024);
+    if (kk == 0) wg_ss0<BROWS>(c, da, db);
+    else wg_ss<BROWS>(c, da, db);
+  }
+  wg_commit();
+}
+
 // ROWS rows of D 16-bit elements from global row row0 (rows >= limit zero-filled; rows
 // `stride` elements apart) into a 128B-swizzled shared tile
 template <int D, int ROWS, int NT>
