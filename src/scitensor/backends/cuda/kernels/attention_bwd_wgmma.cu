@@ -127,14 +127,10 @@ STA_FN void wg_attention_bwd_body(
     }
     unsigned pa[BM / 16][4], da[BM / 16][4];
     wg_pack<Tr, BM>(pa, s);
-    // dV += P^T dO: k step kk covers queries 16 kk.. (16 rows = 2048 bytes); N = D spans D / 64
-    // blocks of 64 columns, BM * 128 bytes apart
+    // dV += P^T dO (k: the tile's queries)
     wg_touch(dva);
     wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk)
-      wg_rs_t<D>(dva, pa[kk], wg_desc(o_addr + kk * 2048, BM * 128, 1024));
-    wg_commit();
+    wg_issue_rs_t<D, BM>(dva, pa, o_addr);
     wg_wait<1>();  // dP^T (dV may still run)
     wg_touch(dp);
 #pragma unroll
@@ -148,10 +144,7 @@ STA_FN void wg_attention_bwd_body(
     // dK += dS^T Q
     wg_touch(dka);
     wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk)
-      wg_rs_t<D>(dka, da[kk], wg_desc(q_addr + kk * 2048, BM * 128, 1024));
-    wg_commit();
+    wg_issue_rs_t<D, BM>(dka, da, q_addr);
 
     // dS^T -> shared memory while those run: row = key (local), 16-byte chunk j = queries 8j..,
     // the pair (2t, 2t + 1) at byte 4t of the chunk; da holds the packed pairs

@@ -31,16 +31,6 @@
 #define ST_WG_PIPE 1
 #endif
 
-// O += P V (issued, not waited for): k step kk covers keys 16 kk.. (16 rows = 2048 bytes
-// further); N = D spans D / 64 blocks of 64 columns, BN * 128 bytes apart (the leading offset)
-template <int D, int BN>
-STA_FN void wg_issue_pv(float (&o)[D / 2], const unsigned (&pa)[BN / 16][4], unsigned v_addr) {
-#pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk)
-    wg_rs_t<D>(o, pa[kk], wg_desc(v_addr + kk * 2048, BN * 128, 1024));
-  wg_commit();
-}
-
 // Online softmax of one tile's scores (rows r_lo, r_lo + 8 of this thread: s[4j + e], row
 // e / 2): masks, moves the running max and sum, leaves the probabilities in s and returns the
 // factors the output rows must be rescaled by
@@ -166,7 +156,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
     wg_touch(o);
     wg_fence();
     wg_issue_abt<D, BM, BN>(s, q_addr, wg_smem_addr(sK + ((it + 1) & 1) * KVBYTES));
-    wg_issue_pv<D, BN>(o, pa, wg_smem_addr(sV + (it & 1) * KVBYTES));
+    wg_issue_rs_t<D, BN>(o, pa, wg_smem_addr(sV + (it & 1) * KVBYTES));
     wg_wait<1>();  // S(it + 1) is done; P(it) V(it) may still run
     wg_touch(s);
     wg_softmax<BN, CAUSAL>(s, mrow, lrow, alpha, (it + 1) * BN, WG_MASKED(it + 1), r_lo, t, SK,
@@ -183,7 +173,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
     sta_sync();
     wg_touch(o);
     wg_fence();
-    wg_issue_pv<D, BN>(o, pa, wg_smem_addr(sV + (it & 1) * KVBYTES));
+    wg_issue_rs_t<D, BN>(o, pa, wg_smem_addr(sV + (it & 1) * KVBYTES));
     wg_wait<0>();
     wg_touch(o);
   }
@@ -214,7 +204,7 @@ STA_FN void wg_attention_fwd_body(const sta_u16* __restrict__ q, const sta_u16* 
     wg_pack<Tr, BN>(pa, s);
     wg_touch(o);
     wg_fence();
-    wg_issue_pv<D, BN>(o, pa, wg_smem_addr(sV + buf * KVBYTES));
+    wg_issue_rs_t<D, BN>(o, pa, wg_smem_addr(sV + buf * KVBYTES));
     wg_wait<0>();
     wg_touch(o);
   }

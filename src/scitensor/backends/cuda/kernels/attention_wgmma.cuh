@@ -60,6 +60,19 @@ STA_FN void wg_issue_abt(float (&c)[BROWS / 2], unsigned a_addr, unsigned b_addr
   wg_commit();
 }
 
+// C += A B (issued and committed as one group, not waited for): A from registers (KROWS / 16
+// k16 fragments), B a tile of KROWS rows of D columns at b_addr, MN-major; k step kk covers
+// rows 16 kk.. (2048 bytes further), N = D spans D / 64 blocks of 64 columns KROWS * 128 bytes
+// apart. O += P V in the forward, dV += P^T dO and dK += dS^T Q in the backward.
+template <int D, int KROWS>
+STA_FN void wg_issue_rs_t(float (&c)[D / 2], const unsigned (&a)[KROWS / 16][4],
+                          unsigned b_addr) {
+#pragma unroll
+  for (int kk = 0; kk < KROWS / 16; ++kk)
+    wg_rs_t<D>(c, a[kk], wg_desc(b_addr + kk * 2048, KROWS * 128, 1024));
+  wg_commit();
+}
+
 // ROWS rows of D 16-bit elements from global row row0 (rows >= limit zero-filled; rows
 // `stride` elements apart) into a 128B-swizzled shared tile
 template <int D, int ROWS, int NT>
